@@ -1,0 +1,58 @@
+"""Command line: ``python -m cnnbook train --model conv --profile quick``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def main(argv: list[str] | None = None) -> int:
+    from . import data, models, train
+
+    parser = argparse.ArgumentParser(prog="python -m cnnbook",
+                                     description="The CIFAR-10 CNN book's helper commands.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("train", help="train one of the book's models, or load the cached run",
+                            description="Train a model under a profile, sharing the book's run "
+                            "cache: a run that was already trained is loaded, not retrained.")
+    p.add_argument("--model", required=True, choices=sorted(models.MODELS),
+                   help="conv: only convolutions (variant 1); pool: with max pooling (variant 2)")
+    p.add_argument("--profile", choices=sorted(train.PROFILES),
+                   help=f"default: ${train.PROFILE_ENV}, else {train.DEFAULT_PROFILE}")
+    p.add_argument("--data", metavar="SOURCE",
+                   help=f"'keras' (download), or a path to a local copy; default: ${data.DATA_ENV}, "
+                   "else keras")
+    p.add_argument("--epochs", type=int, help="override the profile's number of epochs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache-dir", help=f"default: ${data.CACHE_ENV}, else ~/.cache/cnnbook")
+    p.add_argument("--force", action="store_true", help="train again even if the run is cached")
+    args = parser.parse_args(argv)
+
+    profile = train.get_profile(args.profile)
+    source = data.resolve_source(args.data)
+    print(f"{models.TITLES[args.model]}, profile {profile.name} ({profile.description})")
+    print(f"Data: {source.description}")
+    start = time.perf_counter()
+    try:
+        result = train.train(args.model, profile, data_source=args.data, epochs=args.epochs,
+                             seed=args.seed, force=args.force, cache_dir=args.cache_dir)
+    except data.DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    elapsed = time.perf_counter() - start
+    if result.from_cache:
+        print(f"Loaded from the run cache in {elapsed:.1f} s, not retrained (use --force to "
+              f"train again): {result.run_dir}")
+        for epoch, (acc, val) in enumerate(zip(result.history["accuracy"],
+                                               result.history["val_accuracy"]), start=1):
+            print(f"  epoch {epoch:2d}: accuracy {acc:.4f}, val_accuracy {val:.4f}, "
+                  f"{result.epoch_seconds[epoch - 1]:.1f} s")
+    print(result.describe())
+    print(f"Test accuracy {result.test_accuracy:.4f}, test loss {result.test_loss:.4f}; "
+          f"mean {sum(result.epoch_seconds) / result.epochs:.1f} s per epoch")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""Training runs under a named profile, cached on disk by everything that changes the result.
+
+A run trains as the assignment does (Adam with its defaults, sparse categorical cross-entropy on
+logits, batch 32, the test set as validation data) and is stored under
+``<cache>/runs/<model>-<profile>-<key>/``, where the key hashes the architecture, the data source
+and subset, the profile, the hyper-parameters, the seed and the library versions. Asking again
+returns the stored run without training. A run that is killed resumes from its last finished
+epoch (Keras's ``BackupAndRestore``); only a finished run is ever renamed into place.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from . import data as _data
+from . import models as _models
+
+PROFILE_ENV = "CNNBOOK_PROFILE"
+DEFAULT_PROFILE = "full"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How much data and how many epochs a run uses."""
+
+    name: str
+    epochs: int
+    train_per_class: int | None  # None: all 5,000 per class
+    test_per_class: int | None  # None: all 1,000 per class
+    description: str
+
+
+PROFILES = {
+    # The assignment's setup: 50,000 training and 10,000 test images, 15 epochs.
+    "full": Profile("full", 15, None, None, "the assignment's setup: 50,000 training and "
+                    "10,000 test images, 15 epochs"),
+    # A preview for quick builds and CI: 3,000 training and 1,000 test images, 4 epochs.
+    "quick": Profile("quick", 4, 300, 100, "a quick preview: 3,000 training and 1,000 test "
+                     "images, 4 epochs (not the assignment's setup)"),
+}
+
+
+def get_profile(name: str | Profile | None = None) -> Profile:
+    """The profile named by ``name``, else by ``$CNNBOOK_PROFILE``, else ``full``."""
+    if isinstance(name, Profile):
+        return name
+    name = name or os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE
+    try:
+        return PROFILES[name.strip().lower()]
+    except KeyError:
+        raise ValueError(f"Unknown profile {name!r} (from the argument or ${PROFILE_ENV}): "
+                         f"choose one of {', '.join(PROFILES)}.") from None
+
+
+@dataclass
+class RunResult:
+    """One finished training run: its history, timings, test metrics and provenance."""
+
+    model_name: str
+    history: dict[str, list[float]]  # loss, accuracy, val_loss, val_accuracy per epoch
+    epoch_seconds: list[float]  # wall time of each epoch, validation included
+    test_loss: float
+    test_accuracy: float
+    provenance: dict
+    run_dir: Path
+    from_cache: bool = False
+    config: dict = field(default_factory=dict)
+
+    @property
+    def epochs(self) -> int:
+        return len(self.epoch_seconds)
+
+    def load_model(self) -> keras.Model:
+        """Rebuild the model and load the trained weights."""
+        model = _models.build_model(self.model_name)
+        model.load_weights(self.run_dir / "model.weights.h5")
+        return model
+
+    def describe(self) -> str:
+        """One line saying where this result came from."""
+        p = self.provenance
+        how = ("loaded from the run cache (trained " if self.from_cache else "trained now (")
+        gpu = f", GPU {', '.join(p['hardware']['gpus'])}" if p["hardware"]["gpus"] else ""
+        return (f"{_models.TITLES.get(self.model_name, self.model_name)}: profile {p['profile']}, "
+                f"{p['train_images']:,} training / {p['test_images']:,} test images, "
+                f"{self.epochs} epochs, data: {p['data_source']}; {how}{p['date'][:10]} on "
+                f"{p['hardware']['cpu']} ({p['hardware']['cores']} cores{gpu}), "
+                f"{p['wall_seconds']:.0f} s of training)")
+
+
+def run_config(model_name: str, profile: str | Profile | None = None, *, data_source=None,
+               epochs: int | None = None, train_per_class: int | None = None,
+               test_per_class: int | None = None, batch_size: int = 32,
+               learning_rate: float = 0.001, seed: int = 0) -> dict:
+    """Everything that changes a run's result, as a plain dict (the cache key hashes it)."""
+    prof = get_profile(profile)
+    model = _models.build_model(model_name)
+    source = _data.resolve_source(data_source)
+    config = {
+        "model": model_name,
+        "architecture": [(type(layer).__name__, _without_name(layer.get_config()))
+                         for layer in model.layers],
+        "profile": prof.name,
+        "data": source.fingerprint,
+        "train_per_class": train_per_class if train_per_class is not None
+        else prof.train_per_class,
+        "test_per_class": test_per_class if test_per_class is not None else prof.test_per_class,
+        "epochs": epochs if epochs is not None else prof.epochs,
+        "batch_size": batch_size,
+        "optimizer": {"name": "adam", "learning_rate": learning_rate},  # Keras defaults otherwise
+        "loss": "sparse_categorical_crossentropy(from_logits=True)",
+        "seed": seed,
+        "versions": {"keras": keras.__version__, "tensorflow": _tf_version()},
+    }
+    for key in ("epochs", "batch_size"):
+        if not isinstance(config[key], int) or config[key] < 1:
+            raise ValueError(f"{key} must be a positive whole number, not {config[key]!r}.")
+    return config
+
+
+def run_key(config: dict) -> str:
+    """The cache key of a run: a hash of its configuration."""
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def train(model_name: str, profile: str | Profile | None = None, *, data_source=None,
+          epochs: int | None = None, train_per_class: int | None = None,
+          test_per_class: int | None = None, batch_size: int = 32, learning_rate: float = 0.001,
+          seed: int = 0, force: bool = False, cache_dir=None, verbose: int = 2,
+          callbacks: list | None = None) -> RunResult:
+    """Train ``model_name`` ("conv" or "pool") under a profile, or return the cached run.
+
+    ``force=True`` trains again and replaces the cached run. ``verbose=2`` prints one line per
+    epoch. Extra Keras ``callbacks`` are added after the book's own.
+    """
+    config = run_config(model_name, profile, data_source=data_source, epochs=epochs,
+                        train_per_class=train_per_class, test_per_class=test_per_class,
+                        batch_size=batch_size, learning_rate=learning_rate, seed=seed)
+    runs = _data.cache_root(cache_dir) / "runs"
+    final = runs / f"{model_name}-{config['profile']}-{run_key(config)}"
+    if not force and (final / "result.json").is_file():
+        return _load_result(final, from_cache=True)
+
+    work = runs / f".partial-{final.name}"
+    if force and work.exists():
+        shutil.rmtree(work)  # a forced retrain starts over, not from an old backup
+    work.mkdir(parents=True, exist_ok=True)
+    resumed_from = _finished_epochs(work / "history.csv")
+
+    dataset = _data.load_cifar10(data_source, train_per_class=config["train_per_class"],
+                                 test_per_class=config["test_per_class"], cache_dir=cache_dir)
+    (x_train, y_train), (x_test, y_test) = dataset.train, dataset.test
+    x_train = x_train.astype("float32") / 255.0  # normalize to [0, 1], as the assignment does
+    x_test = x_test.astype("float32") / 255.0
+
+    keras.utils.set_random_seed(seed)
+    model = _models.build_model(model_name)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    book_callbacks = [
+        _EpochTimer(),  # adds epoch_seconds to the logs, so CSVLogger records it
+        keras.callbacks.CSVLogger(str(work / "history.csv"), append=True),
+        keras.callbacks.BackupAndRestore(str(work / "backup"), save_freq="epoch"),
+    ]
+    start = time.perf_counter()
+    model.fit(x_train, y_train, epochs=config["epochs"], batch_size=batch_size,
+              validation_data=(x_test, y_test), verbose=verbose,
+              callbacks=book_callbacks + list(callbacks or []))
+    wall = time.perf_counter() - start
+    test_loss, test_accuracy = model.evaluate(x_test, y_test, batch_size=batch_size, verbose=0)
+
+    history, seconds = _read_history(work / "history.csv")
+    if len(seconds) != config["epochs"]:
+        raise RuntimeError(f"{work / 'history.csv'} has {len(seconds)} epochs, expected "
+                           f"{config['epochs']}; delete {work} and train again.")
+    provenance = {
+        "profile": config["profile"],
+        "data_source": dataset.source,
+        "train_images": int(len(x_train)),
+        "test_images": int(len(x_test)),
+        "seed": seed,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "wall_seconds": float(sum(seconds)) if resumed_from else wall,
+        "resumed_from_epoch": resumed_from or None,
+        "versions": {"python": platform.python_version(), "tensorflow": _tf_version(),
+                     "keras": keras.__version__, "numpy": np.__version__},
+        "hardware": hardware(),
+    }
+    model.save_weights(work / "model.weights.h5")
+    result = {"model_name": model_name, "history": history, "epoch_seconds": seconds,
+              "test_loss": float(test_loss), "test_accuracy": float(test_accuracy),
+              "provenance": provenance, "config": config}
+    (work / "result.json").write_text(json.dumps(result, indent=1, default=str))
+    shutil.rmtree(work / "backup", ignore_errors=True)
+    _publish(work, final)
+    return _load_result(final, from_cache=False)
+
+
+def hardware() -> dict:
+    """The CPU model, its core count and any GPUs TensorFlow sees."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import tensorflow as tf
+
+        gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    except ImportError:
+        gpus = []
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpus": gpus, "system": platform.system()}
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    """Times each epoch, validation included, and puts the seconds into the epoch's logs."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["epoch_seconds"] = time.perf_counter() - self._start
+
+
+def _read_history(path: Path) -> tuple[dict[str, list[float]], list[float]]:
+    """Per-epoch history from the CSV log; an epoch logged twice (resumed run) keeps its last row."""
+    rows: dict[int, dict] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            rows[int(row["epoch"])] = row
+    ordered = [rows[e] for e in sorted(rows)]
+    keys = ("loss", "accuracy", "val_loss", "val_accuracy")
+    history = {k: [float(r[k]) for r in ordered] for k in keys}
+    return history, [float(r["epoch_seconds"]) for r in ordered]
+
+
+def _finished_epochs(path: Path) -> int:
+    if not path.is_file():
+        return 0
+    with open(path, newline="") as f:
+        return len({row["epoch"] for row in csv.DictReader(f)})
+
+
+def _publish(work: Path, final: Path) -> None:
+    """Rename the finished run into place; a forced retrain swaps out the old one."""
+    if final.exists():
+        trash = final.with_name(f".old-{final.name}-{os.getpid()}")
+        os.replace(final, trash)
+        os.replace(work, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(work, final)
+
+
+def _load_result(run_dir: Path, from_cache: bool) -> RunResult:
+    stored = json.loads((run_dir / "result.json").read_text())
+    names = {f.name for f in dataclasses.fields(RunResult)}
+    return RunResult(**{k: v for k, v in stored.items() if k in names}, run_dir=run_dir,
+                     from_cache=from_cache)
+
+
+def _without_name(config: dict) -> dict:
+    """A layer's config without its auto-generated name (conv2d_7 and conv2d are the same layer)."""
+    return {k: v for k, v in config.items() if k != "name"}
+
+
+def _tf_version() -> str:
+    tf = sys.modules.get("tensorflow")
+    return getattr(tf, "__version__", "unknown")
