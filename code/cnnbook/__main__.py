@@ -24,20 +24,26 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"'keras' (download), or a path to a local copy; default: ${data.DATA_ENV}, "
                    "else keras")
     p.add_argument("--epochs", type=int, help="override the profile's number of epochs")
+    p.add_argument("--train-per-class", type=int, metavar="N",
+                   help="override the profile's training images per class")
+    p.add_argument("--test-per-class", type=int, metavar="N",
+                   help="override the profile's test images per class")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", help=f"default: ${data.CACHE_ENV}, else ~/.cache/cnnbook")
     p.add_argument("--force", action="store_true", help="train again even if the run is cached")
     args = parser.parse_args(argv)
 
-    profile = train.get_profile(args.profile)
-    source = data.resolve_source(args.data)
-    print(f"{models.TITLES[args.model]}, profile {profile.name} ({profile.description})")
-    print(f"Data: {source.description}")
     start = time.perf_counter()
     try:
+        profile = train.get_profile(args.profile)
+        source = data.resolve_source(args.data)
+        print(f"{models.TITLES[args.model]}, profile {profile.name}: {profile.description}")
+        print(f"Data: {source.description}", flush=True)
         result = train.train(args.model, profile, data_source=args.data, epochs=args.epochs,
-                             seed=args.seed, force=args.force, cache_dir=args.cache_dir)
-    except data.DataError as exc:
+                             train_per_class=args.train_per_class,
+                             test_per_class=args.test_per_class, seed=args.seed,
+                             force=args.force, cache_dir=args.cache_dir)
+    except (data.DataError, train.ProfileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     elapsed = time.perf_counter() - start

@@ -170,11 +170,14 @@ def _download_official(download_dir) -> Path:
     """Keras's download and cache, checked against the official sha256."""
     import keras
 
-    cache_dir = None if download_dir is None else str(Path(download_dir).expanduser())
-    target = Path(cache_dir or Path.home() / ".keras") / "datasets" / OFFICIAL_FILENAME
+    if download_dir is None:  # Keras's own default: $KERAS_HOME, else ~/.keras
+        download_dir = os.environ.get("KERAS_HOME") or Path.home() / ".keras"
+    cache_dir = Path(download_dir).expanduser()
+    target = cache_dir / "datasets" / OFFICIAL_FILENAME
+    target.parent.mkdir(parents=True, exist_ok=True)
     try:
         return Path(keras.utils.get_file(fname=OFFICIAL_FILENAME, origin=OFFICIAL_URL,
-                                         file_hash=OFFICIAL_SHA256, cache_dir=cache_dir))
+                                         file_hash=OFFICIAL_SHA256, cache_dir=str(cache_dir)))
     except ValueError as exc:  # downloaded, but the checksum does not match: do not keep it
         target.unlink(missing_ok=True)
         raise DataError(

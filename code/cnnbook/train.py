@@ -33,6 +33,10 @@ PROFILE_ENV = "CNNBOOK_PROFILE"
 DEFAULT_PROFILE = "full"
 
 
+class ProfileError(ValueError):
+    """An unknown profile name."""
+
+
 @dataclass(frozen=True)
 class Profile:
     """How much data and how many epochs a run uses."""
@@ -62,7 +66,7 @@ def get_profile(name: str | Profile | None = None) -> Profile:
     try:
         return PROFILES[name.strip().lower()]
     except KeyError:
-        raise ValueError(f"Unknown profile {name!r} (from the argument or ${PROFILE_ENV}): "
+        raise ProfileError(f"Unknown profile {name!r} (from the argument or ${PROFILE_ENV}): "
                          f"choose one of {', '.join(PROFILES)}.") from None
 
 
@@ -97,7 +101,7 @@ class RunResult:
         gpu = f", GPU {', '.join(p['hardware']['gpus'])}" if p["hardware"]["gpus"] else ""
         return (f"{_models.TITLES.get(self.model_name, self.model_name)}: profile {p['profile']}, "
                 f"{p['train_images']:,} training / {p['test_images']:,} test images, "
-                f"{self.epochs} epochs, data: {p['data_source']}; {how}{p['date'][:10]} on "
+                f"{self.epochs} epoch{'s' * (self.epochs != 1)}, data: {p['data_source']}; {how}{p['date'][:10]} on "
                 f"{p['hardware']['cpu']} ({p['hardware']['cores']} cores{gpu}), "
                 f"{p['wall_seconds']:.0f} s of training)")
 

@@ -1,0 +1,82 @@
+"""Small CIFAR-10 look-alikes that the tests make themselves: no real images in the repository."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnbook.data import CLASS_NAMES
+
+
+def make_images(n_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random uint8 images, ``n_per_class`` of each class, classes interleaved 0..9, 0..9, ..."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, size=(n_per_class * 10, 32, 32, 3), dtype=np.uint8)
+    y = np.tile(np.arange(10, dtype=np.uint8), n_per_class).reshape(-1, 1)
+    return x, y
+
+
+def write_official_archive(path: Path, train_per_class=6, test_per_class=3) -> dict:
+    """A fake ``cifar-10-python.tar.gz`` in the real format: pickled dicts, rows of CHW bytes."""
+    (x_train, y_train), (x_test, y_test) = make_images(train_per_class, 1), make_images(test_per_class, 2)
+
+    def batch(x, y):
+        rows = x.transpose(0, 3, 1, 2).reshape(len(x), -1)  # HWC -> CHW, flattened: 3072 bytes
+        return pickle.dumps({b"data": rows, b"labels": [int(v) for v in y.ravel()]})
+
+    with tarfile.open(path, "w:gz") as tar:
+        parts = np.array_split(np.arange(len(x_train)), 5)
+        blobs = {f"data_batch_{i + 1}": batch(x_train[idx], y_train[idx]) for i, idx in enumerate(parts)}
+        blobs["test_batch"] = batch(x_test, y_test)
+        blobs["batches.meta"] = pickle.dumps({b"label_names": [c.encode() for c in CLASS_NAMES]})
+        for name, blob in blobs.items():
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    return {"train": (x_train, y_train), "test": (x_test, y_test)}
+
+
+def write_image_folder(root: Path, train_per_class=4, test_per_class=2) -> dict:
+    """An image-folder tree of lossless PNGs: ``train/<class>/NNNN.png``, ``test/<class>/...``."""
+    arrays = {"train": make_images(train_per_class, 3), "test": make_images(test_per_class, 4)}
+    for split, (x, y) in arrays.items():
+        for i, (img, label) in enumerate(zip(x, y.ravel())):
+            folder = root / split / CLASS_NAMES[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(folder / f"{i // 10:04d}.png")
+    return arrays
+
+
+@pytest.fixture
+def official_archive(tmp_path):
+    path = tmp_path / "cifar-10-python.tar.gz"
+    return path, write_official_archive(path)
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    root = tmp_path / "cifar10-images"
+    return root, write_image_folder(root)
+
+
+@pytest.fixture
+def image_archive(tmp_path, image_folder):
+    root, arrays = image_folder
+    path = tmp_path / "cifar10-images.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(root, arcname="cifar10")
+    return path, arrays
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    """A private cache for each test, also through the environment variable."""
+    path = tmp_path / "cache"
+    monkeypatch.setenv("CNNBOOK_CACHE", str(path))
+    return path

@@ -1,0 +1,156 @@
+"""Training runs: profiles, the run cache (hit, miss, forced, atomic), resume, and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import pytest
+
+from cnnbook import train
+from cnnbook.__main__ import main
+
+TINY = dict(train_per_class=2, test_per_class=1, epochs=2)  # 20 / 10 fixture images
+
+
+@pytest.fixture
+def tiny(image_folder, cache_dir):
+    """Keyword arguments for a tiny run on the fixture image folder."""
+    return dict(TINY, profile="quick", data_source=str(image_folder[0]), verbose=0)
+
+
+class Interrupt(keras.callbacks.Callback):
+    """Kill the run when epoch ``at`` begins, as a power cut would."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.at:
+            raise KeyboardInterrupt(f"simulated kill at epoch {epoch}")
+
+
+class CountEpochs(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+
+def test_profiles(monkeypatch):
+    monkeypatch.delenv("CNNBOOK_PROFILE", raising=False)
+    full = train.get_profile()
+    assert (full.name, full.epochs, full.train_per_class, full.test_per_class) == ("full", 15, None, None)
+    monkeypatch.setenv("CNNBOOK_PROFILE", "quick")
+    assert train.get_profile().name == "quick"
+    assert train.get_profile("full").name == "full"  # the argument wins over the variable
+    with pytest.raises(ValueError, match="Unknown profile 'fast'.*choose one of full, quick"):
+        train.get_profile("fast")
+
+
+def test_tiny_end_to_end_run(tiny, cache_dir):
+    result = train.train("conv", **tiny)
+    assert not result.from_cache
+    assert set(result.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert all(len(v) == 2 for v in result.history.values())
+    assert len(result.epoch_seconds) == 2 and all(s > 0 for s in result.epoch_seconds)
+    assert 0.0 <= result.test_accuracy <= 1.0
+    # the test set is the validation set, as in the assignment
+    assert result.test_accuracy == pytest.approx(result.history["val_accuracy"][-1], abs=1e-6)
+    p = result.provenance
+    assert (p["profile"], p["train_images"], p["test_images"], p["seed"]) == ("quick", 20, 10, 0)
+    assert "image folder" in p["data_source"]
+    assert {"python", "tensorflow", "keras", "numpy"} <= set(p["versions"])
+    assert p["hardware"]["cores"] >= 1 and p["hardware"]["cpu"]
+    assert p["wall_seconds"] > 0 and p["date"].startswith("20")
+    model = result.load_model()
+    assert model.count_params() == 1_191_502
+    assert sorted(p.name for p in result.run_dir.iterdir()) == [
+        "history.csv", "model.weights.h5", "result.json"]
+    assert "trained now" in result.describe()
+
+
+def test_cache_hit_returns_the_stored_run_without_training(tiny, monkeypatch):
+    first = train.train("conv", **tiny)
+    monkeypatch.setattr(keras.Model, "fit", lambda *a, **k: pytest.fail("trained again"))
+    again = train.train("conv", **tiny)
+    assert again.from_cache and again.run_dir == first.run_dir
+    assert again.history == first.history and again.test_accuracy == first.test_accuracy
+    assert "loaded from the run cache" in again.describe()
+
+
+def test_changed_hyper_parameter_misses_the_cache(tiny):
+    first = train.train("conv", **tiny)
+    for change in ({"learning_rate": 0.0005}, {"seed": 1}, {"batch_size": 16},
+                   {"epochs": 1}, {"train_per_class": 1}):
+        other = train.train("conv", **{**tiny, **change})
+        assert not other.from_cache and other.run_dir != first.run_dir, change
+
+
+def test_key_covers_model_data_and_profile(image_folder, official_archive):
+    base = train.run_config("conv", "quick", data_source=image_folder[0])
+    assert train.run_key(base) == train.run_key(
+        train.run_config("conv", "quick", data_source=image_folder[0]))
+    for other in (train.run_config("pool", "quick", data_source=image_folder[0]),
+                  train.run_config("conv", "full", data_source=image_folder[0]),
+                  train.run_config("conv", "quick", data_source=official_archive[0])):
+        assert train.run_key(other) != train.run_key(base)
+
+
+def test_forced_retrain_replaces_the_cached_run(tiny):
+    first = train.train("conv", **tiny)
+    forced = train.train("conv", **tiny, force=True)
+    assert not forced.from_cache and forced.run_dir == first.run_dir
+    assert not list(first.run_dir.parent.glob(".*"))  # no partial or old copy left behind
+    assert train.train("conv", **tiny).from_cache
+
+
+def test_interrupted_run_is_never_served_as_complete(tiny, cache_dir):
+    with pytest.raises(KeyboardInterrupt):
+        train.train("conv", **tiny, callbacks=[Interrupt(at=1)])
+    assert not list((cache_dir / "runs").glob("*/result.json"))
+    with pytest.raises(KeyboardInterrupt):  # and asking again does not pretend it finished
+        train.train("conv", **tiny, callbacks=[Interrupt(at=1)])
+
+
+def test_crash_while_saving_leaves_no_result(tiny, cache_dir, monkeypatch):
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(train, "_publish", crash)
+    with pytest.raises(OSError, match="disk full"):
+        train.train("conv", **tiny)
+    assert not [p for p in (cache_dir / "runs").iterdir() if not p.name.startswith(".partial-")]
+
+
+def test_killed_run_resumes_from_its_last_finished_epoch(tiny, cache_dir):
+    args = {**tiny, "epochs": 3}
+    with pytest.raises(KeyboardInterrupt):
+        train.train("pool", **args, callbacks=[Interrupt(at=2)])  # epochs 0 and 1 finished
+    counter = CountEpochs()
+    result = train.train("pool", **args, callbacks=[counter])
+    assert counter.epochs == [2]  # only the missing epoch was trained
+    assert all(len(v) == 3 for v in result.history.values()) and len(result.epoch_seconds) == 3
+    assert result.provenance["resumed_from_epoch"] == 2
+    stored = json.loads((result.run_dir / "result.json").read_text())
+    assert len(stored["history"]["val_accuracy"]) == 3
+
+
+def test_cli_trains_then_loads_from_the_cache(image_folder, cache_dir, capsys):
+    argv = ["train", "--model", "conv", "--profile", "quick", "--data", str(image_folder[0]),
+            "--epochs", "1", "--train-per-class", "2", "--test-per-class", "1"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "1/1 - " in out and "val_accuracy" in out  # Keras's one line per epoch (verbose=2)
+    assert "trained now" in out and "Test accuracy" in out
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Loaded from the run cache" in out and "1/1 - " not in out
+
+
+def test_cli_reports_bad_data_source(tmp_path, cache_dir, capsys):
+    assert main(["train", "--model", "conv", "--data", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
