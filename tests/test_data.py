@@ -121,6 +121,7 @@ def test_checksum_mismatch_is_an_error_and_the_file_is_deleted(official_archive,
 
 
 def test_no_internet_and_no_local_copy_says_how_to_fix(tmp_path, cache_dir, monkeypatch):
+    monkeypatch.delenv("CNNBOOK_DATA", raising=False)  # the default source: Keras's download
     monkeypatch.setattr(data, "OFFICIAL_URL", "http://127.0.0.1:9/cifar-10-python.tar.gz")
     with pytest.raises(DataError, match="Could not download") as err:
         load_cifar10(download_dir=tmp_path / "dl", train_per_class=1, test_per_class=1)
