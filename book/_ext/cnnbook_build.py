@@ -1,0 +1,54 @@
+"""Build rules for the book: every warning fails the build, and a change to the cnnbook package
+re-executes the chapters that import it.
+
+* Strict: Jupyter Book 1 only prints Sphinx warnings and exits 0. This extension turns on Sphinx's
+  ``keep_going`` mode, which reports every warning and then ends the build with exit status 1,
+  exactly like ``jupyter-book build -W --keep-going``, but for the command as typed.
+* Cache: myst-nb's execution cache hashes only the code cells, so an edit to the helper package
+  would be served stale outputs (MyST-NB #299). The package's sha256 is stored as a config value
+  (a change makes Sphinx re-read every page) and written as a comment into the code cell that
+  imports ``cnnbook`` (a change makes jupyter-cache miss, so that page executes again). Pages
+  that do not import the package keep their cached outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import re
+from pathlib import Path
+
+MARK = "# cnnbook package sha256: "
+_IMPORT = re.compile(r"^(import cnnbook\b.*)$", re.MULTILINE)
+
+
+def package_digest(folders) -> str:
+    """sha256 over the names and bytes of every Python file in the given folders."""
+    digest = hashlib.sha256()
+    for folder in map(Path, folders):
+        for path in sorted(folder.rglob("*.py")):
+            digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _config_inited(app, config) -> None:
+    folders = config.cnnbook_watch
+    if not folders:
+        spec = importlib.util.find_spec("cnnbook")
+        folders = [Path(spec.origin).parent] if spec and spec.origin else []
+    config.cnnbook_package_digest = package_digest(folders)
+
+
+def _source_read(app, docname, source) -> None:
+    digest = app.config.cnnbook_package_digest
+    source[0] = _IMPORT.sub(lambda m: f"{MARK}{digest}\n{m.group(1)}", source[0], count=1)
+
+
+def setup(app):
+    app.keep_going = True  # report all warnings, then exit 1 (sphinx-build -W --keep-going)
+    app.add_config_value("cnnbook_watch", [], "env")  # folders to hash; default: the package
+    app.add_config_value("cnnbook_package_digest", "", "env")
+    app.connect("config-inited", _config_inited)
+    app.connect("source-read", _source_read)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,0 +1,200 @@
+"""Figures, tables and notes the chapters show: sample grids, curves, confusion matrices, provenance."""
+
+from __future__ import annotations
+
+import inspect
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from IPython.display import Markdown
+
+from . import models as _models
+from . import train as _train
+
+# The assignment's own Colab run (official CIFAR-10 archive, a Colab GPU), copied from its logs:
+# per-epoch history, seconds per epoch and the final test accuracy. Cited as facts, not reproduced.
+ASSIGNMENT = {
+    "conv": {
+        "accuracy": [0.3443, 0.5106, 0.5783, 0.6195, 0.6503, 0.6725, 0.6939, 0.7169, 0.7354,
+                     0.7540, 0.7780, 0.7932, 0.8146, 0.8282, 0.8449],
+        "val_accuracy": [0.4438, 0.5465, 0.6003, 0.6167, 0.6358, 0.6511, 0.6428, 0.6558, 0.6598,
+                         0.6578, 0.6627, 0.6581, 0.6592, 0.6544, 0.6504],
+        "loss": [1.7485, 1.3580, 1.1819, 1.0720, 0.9861, 0.9234, 0.8636, 0.8049, 0.7523, 0.6946,
+                 0.6352, 0.5861, 0.5265, 0.4831, 0.4398],
+        "val_loss": [1.5231, 1.2748, 1.1254, 1.0908, 1.0437, 1.0149, 1.0350, 0.9983, 1.0271,
+                     1.0405, 1.0625, 1.1349, 1.2415, 1.2006, 1.4546],
+        "epoch_seconds": [29] + [14] * 14,
+        "test_accuracy": 0.6504,
+    },
+    "pool": {
+        "accuracy": [0.3743, 0.5475, 0.6034, 0.6353, 0.6576, 0.6801, 0.6981, 0.7153, 0.7327,
+                     0.7454, 0.7639, 0.7771, 0.7910, 0.8044, 0.8224],
+        "val_accuracy": [0.5313, 0.5453, 0.6087, 0.6234, 0.6273, 0.6733, 0.6554, 0.6700, 0.6796,
+                         0.6865, 0.6644, 0.6900, 0.6802, 0.6701, 0.6719],
+        "loss": [1.6893, 1.2528, 1.1161, 1.0206, 0.9544, 0.9002, 0.8450, 0.8011, 0.7524, 0.7139,
+                 0.6690, 0.6293, 0.5856, 0.5457, 0.4959],
+        "val_loss": [1.3107, 1.2781, 1.1016, 1.0489, 1.0661, 0.9558, 0.9819, 0.9460, 0.9406,
+                     0.9511, 1.0512, 0.9683, 1.0173, 1.0353, 1.1521],
+        "epoch_seconds": [27, 24, 23, 24, 23, 24, 23, 23, 23, 22, 24, 22, 23, 23, 23],
+        "test_accuracy": 0.6719,
+    },
+}
+
+
+def show_source(obj) -> Markdown:
+    """The source code of a function from the package, shown as a highlighted code block."""
+    return Markdown(f"```python\n{inspect.getsource(obj).rstrip()}\n```")
+
+
+def preview_note(profile: _train.Profile | str | None = None) -> Markdown:
+    """A visible admonition saying which profile produced the page's numbers."""
+    prof = _train.get_profile(profile)
+    if prof.name == "full":
+        return Markdown(f":::{{note}}\nThis page was built with the **full** profile: "
+                        f"{prof.description}.\n:::")
+    return Markdown(f":::{{warning}}\n**Quick preview.** This page was built with the "
+                    f"**{prof.name}** profile: {prof.description}. Its numbers show that the code "
+                    "runs; they are not the assignment's results. Build with "
+                    "`CNNBOOK_PROFILE=full` for those.\n:::")
+
+
+def provenance(result: _train.RunResult) -> pd.DataFrame:
+    """Where a training result came from, as a two-column table."""
+    p = result.provenance
+    gpus = ", ".join(p["hardware"]["gpus"]) or "none"
+    rows = {
+        "model": _models.TITLES.get(result.model_name, result.model_name),
+        "profile": p["profile"],
+        "data source": p["data_source"],
+        "images (train / test)": f"{p['train_images']:,} / {p['test_images']:,}",
+        "epochs": result.epochs,
+        "this build": ("loaded from the run cache" if result.from_cache
+                       else "trained during this build"),
+        "trained on": f"{p['date'][:16].replace('T', ' ')} UTC",
+        "hardware": f"{p['hardware']['cpu']}, {p['hardware']['cores']} cores, GPU: {gpus}",
+        "training time": f"{p['wall_seconds']:.0f} s",
+        "versions": ", ".join(f"{k} {v}" for k, v in p["versions"].items()),
+    }
+    return pd.DataFrame({"": list(rows.values())}, index=pd.Index(list(rows), name="run"))
+
+
+def sample_grid(x: np.ndarray, y: np.ndarray, class_names, n: int = 25):
+    """The first ``n`` images with their labels, in a square grid."""
+    side = int(np.ceil(np.sqrt(n)))
+    fig, axes = plt.subplots(side, side, figsize=(1.6 * side, 1.75 * side))
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i < n:
+            ax.imshow(x[i])
+            ax.set_title(class_names[int(y[i, 0])], fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def class_counts(y_train: np.ndarray, y_test: np.ndarray, class_names) -> pd.DataFrame:
+    """Images per class in each split."""
+    count = lambda y: np.bincount(y.ravel(), minlength=len(class_names))  # noqa: E731
+    table = pd.DataFrame({"train": count(y_train), "test": count(y_test)},
+                         index=pd.Index(class_names, name="class"))
+    table.loc["total"] = table.sum()
+    return table
+
+
+def training_curves(result: _train.RunResult, title: str | None = None):
+    """Accuracy and loss, training and validation, per epoch: one figure, two panels."""
+    h = result.history
+    epochs = np.arange(1, result.epochs + 1)
+    fig, (acc, loss) = plt.subplots(1, 2, figsize=(10, 3.8))
+    acc.plot(epochs, h["accuracy"], "o-", label="training")
+    acc.plot(epochs, h["val_accuracy"], "s--", label="validation (test set)")
+    acc.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1), title="Accuracy")
+    loss.plot(epochs, h["loss"], "o-", label="training")
+    loss.plot(epochs, h["val_loss"], "s--", label="validation (test set)")
+    loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
+    for ax in (acc, loss):
+        ax.grid(alpha=0.3)
+        ax.legend()
+        ax.set_xticks(epochs)
+    fig.suptitle(title or _caption(result))
+    fig.tight_layout()
+    return fig
+
+
+def compare_curves(results: dict[str, _train.RunResult]):
+    """Validation accuracy and both losses of several runs on one figure."""
+    fig, (acc, loss) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for (label, result), color in zip(results.items(), ("tab:blue", "tab:orange", "tab:green")):
+        epochs = np.arange(1, result.epochs + 1)
+        h = result.history
+        acc.plot(epochs, h["accuracy"], "o-", color=color, alpha=0.5, label=f"{label}, training")
+        acc.plot(epochs, h["val_accuracy"], "s--", color=color, label=f"{label}, validation")
+        loss.plot(epochs, h["loss"], "o-", color=color, alpha=0.5, label=f"{label}, training")
+        loss.plot(epochs, h["val_loss"], "s--", color=color, label=f"{label}, validation")
+    acc.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1), title="Accuracy")
+    loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
+    for ax in (acc, loss):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    first = next(iter(results.values()))
+    fig.suptitle(f"profile {first.provenance['profile']}, {first.provenance['data_source']}",
+                 fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def predictions(result: _train.RunResult, x: np.ndarray) -> np.ndarray:
+    """The trained model's predicted class for each ``uint8`` image."""
+    model = result.load_model()
+    logits = model.predict(x.astype("float32") / 255.0, batch_size=256, verbose=0)
+    return logits.argmax(axis=1)
+
+
+def per_class_accuracy(y_true: np.ndarray, y_pred: np.ndarray, class_names) -> pd.DataFrame:
+    """Test accuracy of each class, best first."""
+    frame = pd.DataFrame({"class": np.asarray(class_names)[y_true.ravel()],
+                          "correct": y_true.ravel() == y_pred})
+    table = frame.groupby("class")["correct"].agg(["mean", "sum", "count"])
+    table.columns = ["accuracy", "correct", "images"]
+    return table.sort_values("accuracy", ascending=False).round({"accuracy": 3})
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, class_names):
+    """Rows: the true class; columns: the predicted class; each cell counts images."""
+    table = pd.crosstab(pd.Categorical(np.asarray(class_names)[y_true.ravel()], class_names),
+                        pd.Categorical(np.asarray(class_names)[y_pred], class_names),
+                        rownames=["true"], colnames=["predicted"], dropna=False)
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    image = ax.imshow(table.to_numpy(), cmap="Blues")
+    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set(xlabel="predicted class", ylabel="true class")
+    high = table.to_numpy().max() / 2
+    for (i, j), v in np.ndenumerate(table.to_numpy()):
+        ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
+                color="white" if v > high else "black")
+    fig.colorbar(image, ax=ax, label="images")
+    fig.tight_layout()
+    return fig
+
+
+def misclassified(x: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, class_names,
+                  n: int = 10):
+    """The first ``n`` test images the model got wrong, with true and predicted labels."""
+    wrong = np.flatnonzero(y_true.ravel() != y_pred)[:n]
+    fig, axes = plt.subplots(1, max(len(wrong), 1), figsize=(1.7 * max(len(wrong), 1), 2.3),
+                             squeeze=False)
+    for ax, i in zip(axes.flat, wrong):
+        ax.imshow(x[i])
+        ax.set_title(f"true: {class_names[int(y_true[i, 0])]}\npredicted: "
+                     f"{class_names[int(y_pred[i])]}", fontsize=8)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def _caption(result: _train.RunResult) -> str:
+    p = result.provenance
+    return (f"{_models.TITLES.get(result.model_name, result.model_name)} "
+            f"(profile {p['profile']}, {p['train_images']:,} training images)")
