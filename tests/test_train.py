@@ -145,7 +145,7 @@ def test_cli_trains_then_loads_from_the_cache(image_folder, cache_dir, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "1/1 - " in out and "val_accuracy" in out  # Keras's one line per epoch (verbose=2)
-    assert "trained now" in out and "Test accuracy" in out
+    assert "trained now" in out and "test accuracy" in out
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "Loaded from the run cache" in out and "1/1 - " not in out

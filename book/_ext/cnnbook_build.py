@@ -4,6 +4,7 @@ re-executes the chapters that import it.
 * Strict: Jupyter Book 1 only prints Sphinx warnings and exits 0. This extension turns on Sphinx's
   ``keep_going`` mode, which reports every warning and then ends the build with exit status 1,
   exactly like ``jupyter-book build -W --keep-going``, but for the command as typed.
+* Order: chapters execute in table-of-contents order (Sphinx reads them alphabetically).
 * Cache: myst-nb's execution cache hashes only the code cells, so an edit to the helper package
   would be served stale outputs (MyST-NB #299). The package's sha256 is stored as a config value
   (a change makes Sphinx re-read every page) and written as a comment into the code cell that
@@ -45,10 +46,31 @@ def _source_read(app, docname, source) -> None:
     source[0] = _IMPORT.sub(lambda m: f"{MARK}{digest}\n{m.group(1)}", source[0], count=1)
 
 
+def _toc_order(app, env, docnames) -> None:
+    """Read (and so execute) the chapters in table-of-contents order, not alphabetically, so a
+    model is trained in the chapter that teaches it and later chapters load it from the cache."""
+    site_map = getattr(app.config, "external_site_map", None)
+    if site_map is None:
+        return
+    order: list[str] = []
+
+    def visit(name):
+        if name in site_map and name not in order:
+            order.append(name)
+            for subtree in site_map[name].subtrees:
+                for item in subtree.items:
+                    if isinstance(item, str):
+                        visit(item)
+
+    visit(site_map.root.docname)
+    docnames.sort(key=lambda d: order.index(d) if d in order else len(order))
+
+
 def setup(app):
     app.keep_going = True  # report all warnings, then exit 1 (sphinx-build -W --keep-going)
     app.add_config_value("cnnbook_watch", [], "env")  # folders to hash; default: the package
     app.add_config_value("cnnbook_package_digest", "", "env")
     app.connect("config-inited", _config_inited)
     app.connect("source-read", _source_read)
+    app.connect("env-before-read-docs", _toc_order)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         profile = train.get_profile(args.profile)
         source = data.resolve_source(args.data)
-        print(f"{models.TITLES[args.model]}, profile {profile.name}: {profile.description}")
+        print(f"{models.TITLES[args.model]}, profile {profile.name}")
         print(f"Data: {source.description}", flush=True)
         result = train.train(args.model, profile, data_source=args.data, epochs=args.epochs,
                              train_per_class=args.train_per_class,
@@ -55,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  epoch {epoch:2d}: accuracy {acc:.4f}, val_accuracy {val:.4f}, "
                   f"{result.epoch_seconds[epoch - 1]:.1f} s")
     print(result.describe())
-    print(f"Test accuracy {result.test_accuracy:.4f}, test loss {result.test_loss:.4f}; "
-          f"mean {sum(result.epoch_seconds) / result.epochs:.1f} s per epoch")
+    print(f"  mean {sum(result.epoch_seconds) / result.epochs:.1f} s per epoch")
     return 0
 
 

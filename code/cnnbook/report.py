@@ -59,8 +59,8 @@ def preview_note(profile: _train.Profile | str | None = None) -> Markdown:
                     "`CNNBOOK_PROFILE=full` for those.\n:::")
 
 
-def provenance(result: _train.RunResult) -> pd.DataFrame:
-    """Where a training result came from, as a two-column table."""
+def provenance(result: _train.RunResult):
+    """Where a training result came from, as a two-column table (long values kept whole)."""
     p = result.provenance
     gpus = ", ".join(p["hardware"]["gpus"]) or "none"
     rows = {
@@ -68,7 +68,7 @@ def provenance(result: _train.RunResult) -> pd.DataFrame:
         "profile": p["profile"],
         "data source": p["data_source"],
         "images (train / test)": f"{p['train_images']:,} / {p['test_images']:,}",
-        "epochs": result.epochs,
+        "epochs": str(result.epochs),
         "this build": ("loaded from the run cache" if result.from_cache
                        else "trained during this build"),
         "trained on": f"{p['date'][:16].replace('T', ' ')} UTC",
@@ -76,7 +76,8 @@ def provenance(result: _train.RunResult) -> pd.DataFrame:
         "training time": f"{p['wall_seconds']:.0f} s",
         "versions": ", ".join(f"{k} {v}" for k, v in p["versions"].items()),
     }
-    return pd.DataFrame({"": list(rows.values())}, index=pd.Index(list(rows), name="run"))
+    frame = pd.DataFrame({"value": list(rows.values())}, index=pd.Index(list(rows), name="run"))
+    return frame.style.set_properties(**{"text-align": "left"})
 
 
 def sample_grid(x: np.ndarray, y: np.ndarray, class_names, n: int = 25):
@@ -179,19 +180,28 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, class_names):
 
 
 def misclassified(x: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, class_names,
-                  n: int = 10):
+                  n: int = 10, per_row: int = 5):
     """The first ``n`` test images the model got wrong, with true and predicted labels."""
     wrong = np.flatnonzero(y_true.ravel() != y_pred)[:n]
-    fig, axes = plt.subplots(1, max(len(wrong), 1), figsize=(1.7 * max(len(wrong), 1), 2.3),
-                             squeeze=False)
+    rows = max(1, int(np.ceil(len(wrong) / per_row)))
+    fig, axes = plt.subplots(rows, per_row, figsize=(2.1 * per_row, 2.5 * rows), squeeze=False)
     for ax, i in zip(axes.flat, wrong):
         ax.imshow(x[i])
         ax.set_title(f"true: {class_names[int(y_true[i, 0])]}\npredicted: "
-                     f"{class_names[int(y_pred[i])]}", fontsize=8)
+                     f"{class_names[int(y_pred[i])]}", fontsize=10)
     for ax in axes.flat:
         ax.set_axis_off()
     fig.tight_layout()
     return fig
+
+
+def most_confused(y_true: np.ndarray, y_pred: np.ndarray, class_names) -> tuple[str, str, int]:
+    """The (true class, predicted class, count) that the model mixes up most often."""
+    counts = np.zeros((len(class_names), len(class_names)), dtype=int)
+    np.add.at(counts, (y_true.ravel(), y_pred), 1)
+    np.fill_diagonal(counts, 0)
+    i, j = np.unravel_index(counts.argmax(), counts.shape)
+    return class_names[i], class_names[j], int(counts[i, j])
 
 
 def _caption(result: _train.RunResult) -> str:

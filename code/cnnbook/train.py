@@ -95,15 +95,21 @@ class RunResult:
         return model
 
     def describe(self) -> str:
-        """One line saying where this result came from."""
+        """A few lines saying what this result is and where it came from."""
         p = self.provenance
-        how = ("loaded from the run cache (trained " if self.from_cache else "trained now (")
-        gpu = f", GPU {', '.join(p['hardware']['gpus'])}" if p["hardware"]["gpus"] else ""
-        return (f"{_models.TITLES.get(self.model_name, self.model_name)}: profile {p['profile']}, "
-                f"{p['train_images']:,} training / {p['test_images']:,} test images, "
-                f"{self.epochs} epoch{'s' * (self.epochs != 1)}, data: {p['data_source']}; {how}{p['date'][:10]} on "
-                f"{p['hardware']['cpu']} ({p['hardware']['cores']} cores{gpu}), "
-                f"{p['wall_seconds']:.0f} s of training)")
+        hw = p["hardware"]
+        gpu = f", GPU {', '.join(hw['gpus'])}" if hw["gpus"] else ", no GPU"
+        how = ("loaded from the run cache, not retrained" if self.from_cache
+               else "trained now")
+        return "\n".join([
+            f"{_models.TITLES.get(self.model_name, self.model_name)}: {how}",
+            f"  profile {p['profile']}: {p['train_images']:,} training / {p['test_images']:,} "
+            f"test images, {self.epochs} epoch{'s' * (self.epochs != 1)}",
+            f"  data: {p['data_source']}",
+            f"  trained {p['date'][:10]} on {hw['cpu']} ({hw['cores']} cores{gpu}) in "
+            f"{p['wall_seconds']:.0f} s",
+            f"  test accuracy {self.test_accuracy:.4f}, test loss {self.test_loss:.4f}",
+        ])
 
 
 def run_config(model_name: str, profile: str | Profile | None = None, *, data_source=None,
