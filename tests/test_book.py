@@ -1,0 +1,216 @@
+"""The book: it builds with the quick profile, its pages hold the executed outputs, the build is
+strict, unchanged or prose-only rebuilds retrain nothing, and a package change re-executes pages.
+
+These tests run ``jupyter-book build`` for real and take a few minutes: ``pytest -m "not book"``
+runs the unit suite alone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from bs4 import BeautifulSoup
+
+from conftest import write_image_folder
+
+pytestmark = pytest.mark.book
+
+BOOK = Path(__file__).resolve().parents[1] / "book"
+JUPYTER_BOOK = str(Path(sys.executable).with_name("jupyter-book"))
+CHAPTER = """---
+jupytext:
+  text_representation:
+    extension: .md
+    format_name: myst
+kernelspec:
+  display_name: Python 3 (ipykernel)
+  language: python
+  name: python3
+---
+
+# {title}
+
+{body}
+"""
+
+
+def build(book: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([JUPYTER_BOOK, "build", str(book)], env=env, capture_output=True,
+                          text=True, timeout=1800)
+
+
+def toc_files(book: Path) -> list[str]:
+    toc = yaml.safe_load((book / "_toc.yml").read_text())
+    return [toc["root"]] + [c["file"] for part in toc["parts"] for c in part["chapters"]]
+
+
+def run_dirs(cache: Path) -> dict[str, float]:
+    runs = cache / "runs"
+    return {p.name: p.stat().st_mtime for p in runs.iterdir()} if runs.exists() else {}
+
+
+@pytest.fixture(scope="module")
+def built_book(tmp_path_factory):
+    """The real book, copied and built once with the quick profile and a fresh run cache."""
+    tmp = tmp_path_factory.mktemp("book")
+    book = tmp / "book"
+    shutil.copytree(BOOK, book, ignore=shutil.ignore_patterns("_build"))
+    data = os.environ.get("CNNBOOK_DATA")
+    if not data or not Path(data).exists():  # no real CIFAR-10 here: a generated look-alike
+        data = str(tmp / "images")
+        write_image_folder(Path(data), train_per_class=300, test_per_class=100)
+    env = dict(os.environ, CNNBOOK_PROFILE="quick", CNNBOOK_DATA=data,
+               CNNBOOK_CACHE=str(tmp / "cache"))
+    result = build(book, env)
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    return book, env, result
+
+
+def page(book: Path, name: str) -> BeautifulSoup:
+    return BeautifulSoup((book / "_build" / "html" / f"{name}.html").read_text(), "html.parser")
+
+
+def test_every_chapter_is_built_and_in_the_navigation(built_book):
+    book, _, _ = built_book
+    names = toc_files(book)
+    assert names == ["intro", "data", "conv_only", "max_pooling", "comparison",
+                     "assignment_results"]
+    nav = page(book, "intro").select_one("nav.bd-links")
+    linked = {a["href"].split("#")[0] for a in nav.find_all("a", href=True)}
+    for name in names[1:]:
+        assert (book / "_build" / "html" / f"{name}.html").is_file()
+        assert f"{name}.html" in linked, f"{name} is missing from the navigation"
+
+
+def test_pages_hold_executed_outputs(built_book):
+    book, _, _ = built_book
+    conv, pool = page(book, "conv_only"), page(book, "max_pooling")
+    for soup, total in ((conv, "1,191,502"), (pool, "589,390")):
+        outputs = " ".join(o.get_text(" ") for o in soup.select("div.cell_output"))
+        assert "Total params" in outputs and total in outputs  # the model.summary() tables
+        assert "Trainable params" in outputs
+        figures = soup.select("div.cell_output img")
+        assert len(figures) >= 3  # training curves, confusion matrix, misclassified images
+        assert all(img.get("alt") for img in figures), "every figure has alt text"
+        assert soup.find(string=re.compile("quick")) is not None
+        assert soup.select_one("div.admonition.warning"), "the quick-preview note is visible"
+        text = soup.get_text(" ")
+        assert re.search(r"of the training images and\s+\d+\.\d%\s+of the test images", text)
+    assert "387,972" in conv.get_text()  # the conv stack's summary
+    data = page(book, "data")
+    assert data.select("div.cell_output img") and "total" in data.get_text()
+
+
+def test_no_tracebacks_or_log_noise_in_any_page(built_book):
+    book, _, _ = built_book
+    for name in toc_files(book):
+        soup = page(book, name)
+        outputs = " ".join(o.get_text(" ") for o in soup.select("div.cell_output"))
+        for bad in ("Traceback", "Error", "oneDNN", "WARNING", "absl::", "\x08", "\x1b["):
+            assert bad not in outputs, f"{name}: {bad!r} in a cell output"
+        assert not soup.select(".stderr"), f"{name}: stderr output in the page"
+
+
+def test_training_results_show_their_provenance(built_book):
+    book, _, _ = built_book
+    for name in ("conv_only", "max_pooling", "comparison", "assignment_results"):
+        text = page(book, name).get_text(" ")
+        assert "profile quick" in text
+        assert "trained now" in text or "loaded from the run cache" in text
+        assert "cores" in text  # the hardware
+    conv = page(book, "conv_only").get_text(" ")
+    assert "trained now" in conv  # trained in its own chapter, in table-of-contents order
+    assert "loaded from the run cache" in page(book, "comparison").get_text(" ")
+
+
+def test_rebuild_without_change_and_after_prose_edit_trains_nothing(built_book):
+    book, env, _ = built_book
+    before = run_dirs(Path(env["CNNBOOK_CACHE"]))
+    assert len(before) == 2  # conv and pool, quick profile
+    again = build(book, env)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert "Executing notebook" not in again.stdout
+
+    chapter = book / "conv_only.md"
+    chapter.write_text(chapter.read_text().replace(
+        "This chapter builds it,", "This chapter (edited) builds it,"))
+    edited = build(book, env)
+    assert edited.returncode == 0, edited.stdout[-3000:]
+    assert "Executing notebook" not in edited.stdout  # prose is not part of the cache key
+    assert "(edited)" in page(book, "conv_only").get_text()
+    assert run_dirs(Path(env["CNNBOOK_CACHE"])) == before  # nothing retrained
+
+
+# --- strictness and the package-aware cache, on tiny books that share the real configuration --
+
+def tiny_book(tmp_path: Path, chapters: dict[str, str], extra_config: str = "") -> Path:
+    book = tmp_path / "tiny"
+    book.mkdir()
+    shutil.copy(BOOK / "_config.yml", book / "_config.yml")
+    shutil.copytree(BOOK / "_ext", book / "_ext")
+    if extra_config:
+        config = yaml.safe_load((book / "_config.yml").read_text())
+        config["sphinx"]["config"].update(yaml.safe_load(extra_config))
+        (book / "_config.yml").write_text(yaml.safe_dump(config))
+    names = list(chapters)
+    toc = {"format": "jb-book", "root": names[0],
+           "chapters": [{"file": name} for name in names[1:]]}
+    (book / "_toc.yml").write_text(yaml.safe_dump(toc))
+    for name, body in chapters.items():
+        (book / f"{name}.md").write_text(CHAPTER.format(title=name.title(), body=body))
+    return book
+
+
+def cell(code: str) -> str:
+    return f"```{{code-cell}} ipython3\n{code}\n```\n"
+
+
+def test_a_cell_that_raises_fails_the_build(tmp_path):
+    book = tiny_book(tmp_path, {"index": "Fine.\n\n" + cell("1 / 0")})
+    result = build(book, dict(os.environ))
+    assert result.returncode != 0
+    assert "ZeroDivisionError" in result.stdout + result.stderr
+
+
+def test_a_sphinx_warning_fails_the_build(tmp_path):
+    book = tiny_book(tmp_path, {"index": "See {ref}`no-such-label`.\n\n" + cell("print(1)")})
+    result = build(book, dict(os.environ))
+    assert result.returncode != 0
+    assert "no-such-label" in result.stdout + result.stderr
+
+
+def test_a_clean_tiny_book_builds(tmp_path):
+    book = tiny_book(tmp_path, {"index": "Fine.\n\n" + cell("print(1 + 1)")})
+    result = build(book, dict(os.environ))
+    assert result.returncode == 0, result.stdout[-3000:]
+
+
+def test_package_change_re_executes_the_pages_that_import_it(tmp_path):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "helpers.py").write_text("VERSION = 1\n")
+    log = tmp_path / "executions.log"
+    uses = cell(f"import cnnbook\nopen({str(log)!r}, 'a').write('uses\\n')")
+    plain = cell(f"open({str(log)!r}, 'a').write('plain\\n')")
+    book = tiny_book(tmp_path, {"index": "Uses the package.\n\n" + uses,
+                                "other": "Does not.\n\n" + plain},
+                     extra_config=f"cnnbook_watch: [{str(package)!r}]")
+    env = dict(os.environ)
+
+    def executions():
+        return sorted(log.read_text().split())
+
+    assert build(book, env).returncode == 0
+    assert executions() == ["plain", "uses"]
+    assert build(book, env).returncode == 0  # nothing changed: nothing runs
+    assert executions() == ["plain", "uses"]
+    (package / "helpers.py").write_text("VERSION = 2\n")
+    assert build(book, env).returncode == 0
+    assert executions() == ["plain", "uses", "uses"]  # only the page that imports the package
