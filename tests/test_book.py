@@ -215,3 +215,21 @@ def test_package_change_re_executes_the_pages_that_import_it(tmp_path):
     (package / "helpers.py").write_text("VERSION = 2\n")
     assert build(book, env).returncode == 0
     assert executions() == ["plain", "uses", "uses"]  # only the page that imports the package
+
+
+def test_a_chapter_runs_on_its_own_in_jupyter_with_the_same_cache(built_book, tmp_path):
+    import json
+
+    book, env, _ = built_book
+    before = run_dirs(Path(env["CNNBOOK_CACHE"]))
+    shutil.copy(book / "conv_only.md", tmp_path / "conv_only.md")
+    jupytext = str(Path(sys.executable).with_name("jupytext"))
+    result = subprocess.run([jupytext, "--to", "ipynb", "--execute", "conv_only.md"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    notebook = json.loads((tmp_path / "conv_only.ipynb").read_text())
+    outputs = [o for c in notebook["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
+    assert not [o for o in outputs if o["output_type"] == "error" or o.get("name") == "stderr"]
+    text = json.dumps(outputs)
+    assert "loaded from the run cache" in text and "1,191,502" in text
+    assert run_dirs(Path(env["CNNBOOK_CACHE"])) == before  # the book's run, not a new one
