@@ -53,8 +53,8 @@ PROFILES = {
     "full": Profile("full", 15, None, None, "the assignment's setup: 50,000 training and "
                     "10,000 test images, 15 epochs"),
     # A preview for quick builds and CI: 3,000 training and 1,000 test images, 4 epochs.
-    "quick": Profile("quick", 4, 300, 100, "a quick preview: 3,000 training and 1,000 test "
-                     "images, 4 epochs (not the assignment's setup)"),
+    "quick": Profile("quick", 4, 300, 100, "3,000 training and 1,000 test images, 4 epochs, "
+                     "a preview rather than the assignment's setup"),
 }
 
 
