@@ -233,3 +233,19 @@ def test_official_archive_with_the_real_checksum_is_called_official(tmp_path, mo
     monkeypatch.setattr(data, "OFFICIAL_SHA256", hashlib.sha256(path.read_bytes()).hexdigest())
     src = data.resolve_source(path)
     assert src.kind == "official-archive" and "(sha256 verified)" in src.description
+
+
+@pytest.mark.parametrize("label", [10, 256, -1])
+def test_label_out_of_range(label, tmp_path, cache_dir):
+    import io
+    import pickle
+
+    path = tmp_path / "bad-labels.tar.gz"
+    blob = pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, label]})
+    with tarfile.open(path, "w:gz") as tar:
+        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    with pytest.raises(DataError, match=f"has label {label}; CIFAR-10 labels are 0 to 9"):
+        load_cifar10(path, train_per_class=1, test_per_class=1)

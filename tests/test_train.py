@@ -49,6 +49,10 @@ def test_profiles(monkeypatch):
     assert train.get_profile("full").name == "full"  # the argument wins over the variable
     with pytest.raises(ValueError, match="Unknown profile 'fast'.*choose one of full, quick"):
         train.get_profile("fast")
+    assert full.description == ("50,000 training and 10,000 test images, 15 epochs: "
+                                "the assignment's setup")
+    assert train.get_profile("quick").description.startswith(
+        "3,000 training and 1,000 test images, 4 epochs")
 
 
 def test_tiny_end_to_end_run(tiny, cache_dir):
@@ -149,6 +153,11 @@ def test_cli_trains_then_loads_from_the_cache(image_folder, cache_dir, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "Loaded from the run cache" in out and "1/1 - " not in out
+
+
+def test_cli_reports_bad_settings_without_a_traceback(image_folder, cache_dir, capsys):
+    assert main(["train", "--model", "conv", "--data", str(image_folder[0]), "--epochs", "0"]) == 2
+    assert "epochs must be a positive whole number, not 0" in capsys.readouterr().err
 
 
 def test_cli_reports_bad_data_source(tmp_path, cache_dir, capsys):

@@ -5,22 +5,26 @@ re-executes the chapters that import it.
   ``keep_going`` mode, which reports every warning and then ends the build with exit status 1,
   exactly like ``jupyter-book build -W --keep-going``, but for the command as typed.
 * Order: chapters execute in table-of-contents order (Sphinx reads them alphabetically).
-* Cache: myst-nb's execution cache hashes only the code cells, so an edit to the helper package
-  would be served stale outputs (MyST-NB #299). The package's sha256 is stored as a config value
-  (a change makes Sphinx re-read every page) and written as a comment into the code cell that
-  imports ``cnnbook`` (a change makes jupyter-cache miss, so that page executes again). Pages
-  that do not import the package keep their cached outputs.
+* Cache: myst-nb's execution cache hashes only the code cells, so an edit to the helper package,
+  or another profile or data source, would be served stale outputs (MyST-NB #299). The
+  package's sha256 and the values of ``CNNBOOK_PROFILE`` and ``CNNBOOK_DATA`` are stored as a
+  config value (a change makes Sphinx re-read every page) and written as a comment into the code
+  cell that imports ``cnnbook`` (a change makes jupyter-cache miss, so that page executes
+  again). Pages that do not import the package keep their cached outputs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import re
 from pathlib import Path
 
-MARK = "# cnnbook package sha256: "
-_IMPORT = re.compile(r"^(import cnnbook\b.*)$", re.MULTILINE)
+MARK = "# cnnbook package and settings: "
+_IMPORT = re.compile(r"^((?:import|from) cnnbook\b.*)$", re.MULTILINE)
+# Environment variables that change what the chapters compute (see cnnbook.train and .data).
+SETTINGS = {"CNNBOOK_PROFILE": "full", "CNNBOOK_DATA": "keras"}
 
 
 def package_digest(folders) -> str:
@@ -38,7 +42,9 @@ def _config_inited(app, config) -> None:
     if not folders:
         spec = importlib.util.find_spec("cnnbook")
         folders = [Path(spec.origin).parent] if spec and spec.origin else []
-    config.cnnbook_package_digest = package_digest(folders)
+    settings = " ".join(f"{name}={(os.environ.get(name) or default).strip()}"
+                        for name, default in SETTINGS.items())
+    config.cnnbook_package_digest = f"{package_digest(folders)} {settings}"
 
 
 def _source_read(app, docname, source) -> None:

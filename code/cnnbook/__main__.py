@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
                              train_per_class=args.train_per_class,
                              test_per_class=args.test_per_class, seed=args.seed,
                              force=args.force, cache_dir=args.cache_dir)
-    except (data.DataError, train.ProfileError) as exc:
+    except (data.DataError, train.ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     elapsed = time.perf_counter() - start

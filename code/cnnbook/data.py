@@ -142,7 +142,8 @@ def load_cifar10(
         if n is not None and (not isinstance(n, (int, np.integer)) or n < 1):
             raise DataError(f"{name} must be a positive whole number or None, not {n!r}.")
     src = resolve_source(source)
-    key = hashlib.sha256(f"{src.fingerprint}|{train_per_class}|{test_per_class}".encode())
+    key = hashlib.sha256(  # v1: the layout of the decoded arrays; bump it when decoding changes
+        f"v1|{src.fingerprint}|{train_per_class}|{test_per_class}".encode())
     cached = cache_root(cache_dir) / "data" / f"cifar10-{key.hexdigest()[:20]}.npz"
     if cached.is_file():
         with np.load(cached) as arrays:
@@ -219,18 +220,19 @@ def _read_official(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             try:
                 batch = pickle.loads(blobs[name], encoding="bytes")
                 x = np.asarray(batch[b"data"], dtype=np.uint8)
-                y = np.asarray(batch[b"labels"], dtype=np.uint8)
+                y = np.asarray(batch[b"labels"], dtype=np.int64)
             except Exception as exc:
                 raise DataError(f"{path.name}: batch {name} is not a CIFAR-10 pickle ({exc}). "
                                 "Download or copy the archive again.") from exc
             if x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or len(y) != len(x):
                 raise DataError(f"{path.name}: batch {name} holds data of shape {x.shape} and "
                                 f"{len(y)} labels; CIFAR-10 batches are (N, 3072) with N labels.")
-            if y.size and y.max() >= len(CLASS_NAMES):
-                raise DataError(f"{path.name}: batch {name} has label {int(y.max())}; CIFAR-10 "
-                                "labels are 0 to 9.")
+            if y.size and (y.min() < 0 or y.max() >= len(CLASS_NAMES)):
+                bad = int(y.max()) if y.max() >= len(CLASS_NAMES) else int(y.min())
+                raise DataError(f"{path.name}: batch {name} has label {bad}; CIFAR-10 labels are "
+                                "0 to 9. The copy is not CIFAR-10: get the official archive.")
             xs.append(x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-            ys.append(y.reshape(-1, 1))
+            ys.append(y.astype(np.uint8).reshape(-1, 1))
         splits[split] = (np.ascontiguousarray(np.concatenate(xs)), np.concatenate(ys))
     return splits
 

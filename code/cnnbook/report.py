@@ -54,7 +54,7 @@ def preview_note(profile: _train.Profile | str | None = None) -> Markdown:
         return Markdown(f":::{{note}}\nThis page was built with the **full** profile: "
                         f"{prof.description}.\n:::")
     return Markdown(f":::{{warning}}\n**Quick preview.** This page was built with the "
-                    f"**{prof.name}** profile: {prof.description}. Its numbers show that the code "
+                    f"**{prof.name}** profile ({prof.description}). Its numbers show that the code "
                     "runs; they are not the assignment's results. Build with "
                     "`CNNBOOK_PROFILE=full` for those.\n:::")
 
@@ -123,7 +123,7 @@ def training_curves(result: _train.RunResult, title: str | None = None):
 
 
 def compare_curves(results: dict[str, _train.RunResult]):
-    """Validation accuracy and both losses of several runs on one figure."""
+    """Training and validation accuracy and loss of several runs on one figure."""
     fig, (acc, loss) = plt.subplots(1, 2, figsize=(10, 3.8))
     for (label, result), color in zip(results.items(), ("tab:blue", "tab:orange", "tab:green")):
         epochs = np.arange(1, result.epochs + 1)

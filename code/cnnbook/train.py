@@ -33,7 +33,11 @@ PROFILE_ENV = "CNNBOOK_PROFILE"
 DEFAULT_PROFILE = "full"
 
 
-class ProfileError(ValueError):
+class ConfigError(ValueError):
+    """A training setting that cannot work; the message names it."""
+
+
+class ProfileError(ConfigError):
     """An unknown profile name."""
 
 
@@ -45,16 +49,22 @@ class Profile:
     epochs: int
     train_per_class: int | None  # None: all 5,000 per class
     test_per_class: int | None  # None: all 1,000 per class
-    description: str
+    purpose: str
+
+    @property
+    def description(self) -> str:
+        """``"50,000 training and 10,000 test images, 15 epochs: the assignment's setup"``."""
+        n_train = 10 * (self.train_per_class or _data.TRAIN_PER_CLASS)
+        n_test = 10 * (self.test_per_class or _data.TEST_PER_CLASS)
+        return (f"{n_train:,} training and {n_test:,} test images, {self.epochs} epochs: "
+                f"{self.purpose}")
 
 
 PROFILES = {
     # The assignment's setup: 50,000 training and 10,000 test images, 15 epochs.
-    "full": Profile("full", 15, None, None, "the assignment's setup: 50,000 training and "
-                    "10,000 test images, 15 epochs"),
+    "full": Profile("full", 15, None, None, "the assignment's setup"),
     # A preview for quick builds and CI: 3,000 training and 1,000 test images, 4 epochs.
-    "quick": Profile("quick", 4, 300, 100, "3,000 training and 1,000 test images, 4 epochs, "
-                     "a preview rather than the assignment's setup"),
+    "quick": Profile("quick", 4, 300, 100, "a preview, not the assignment's setup"),
 }
 
 
@@ -138,7 +148,7 @@ def run_config(model_name: str, profile: str | Profile | None = None, *, data_so
     }
     for key in ("epochs", "batch_size"):
         if not isinstance(config[key], int) or config[key] < 1:
-            raise ValueError(f"{key} must be a positive whole number, not {config[key]!r}.")
+            raise ConfigError(f"{key} must be a positive whole number, not {config[key]!r}.")
     return config
 
 
@@ -186,7 +196,10 @@ def train(model_name: str, profile: str | Profile | None = None, *, data_source=
     book_callbacks = [
         _EpochTimer(),  # adds epoch_seconds to the logs, so CSVLogger records it
         keras.callbacks.CSVLogger(str(work / "history.csv"), append=True),
-        keras.callbacks.BackupAndRestore(str(work / "backup"), save_freq="epoch"),
+        # two alternating copies, so a kill while one is written leaves the other; kept until the
+        # run is published, so a kill after the last epoch does not retrain anything
+        keras.callbacks.BackupAndRestore(str(work / "backup"), save_freq="epoch",
+                                         double_checkpoint=True, delete_checkpoint=False),
     ]
     start = time.perf_counter()
     model.fit(x_train, y_train, epochs=config["epochs"], batch_size=batch_size,
@@ -217,8 +230,8 @@ def train(model_name: str, profile: str | Profile | None = None, *, data_source=
               "test_loss": float(test_loss), "test_accuracy": float(test_accuracy),
               "provenance": provenance, "config": config}
     (work / "result.json").write_text(json.dumps(result, indent=1, default=str))
-    shutil.rmtree(work / "backup", ignore_errors=True)
     _publish(work, final)
+    shutil.rmtree(final / "backup", ignore_errors=True)
     return _load_result(final, from_cache=False)
 
 
