@@ -278,10 +278,8 @@ def _read_history(path: Path) -> tuple[dict[str, list[float]], list[float]]:
 
 
 def _finished_epochs(path: Path) -> int:
-    if not path.is_file():
-        return 0
-    with open(path, newline="") as f:
-        return len({row["epoch"] for row in csv.DictReader(f)})
+    """Epochs already logged by an interrupted run (0 for a new one)."""
+    return len(_read_history(path)[1]) if path.is_file() else 0
 
 
 def _publish(work: Path, final: Path) -> None:
