@@ -1,0 +1,357 @@
+/*
+ * The calculators' arithmetic in the browser: a line-for-line port of cnnbook/calc.py.
+ *
+ * No DOM here (calc-widget.js draws the widgets). Whole-number quantities are BigInts, so no
+ * size overflows or loses a digit; times are doubles computed in the same order as Python, so
+ * they are the same doubles. The tables (dtype sizes, optimizer slots, layer fields and their
+ * defaults) come from window.CNNBOOK_CALC, which the build exports from the Python package
+ * (book/_ext/cnnbook_calc.py). Errors are CalcError: the Python ValueError's message, plus the
+ * layer index and field it is about, so a widget can show it next to that field.
+ *
+ * One check is the browser's own: a whole number above MAX_FIELD (2,147,483,647, the largest
+ * size a TensorFlow tensor dimension takes) is "absurdly large". It keeps every double below
+ * 1e300, so no result is ever Infinity or NaN.
+ */
+(function (root) {
+  "use strict";
+
+  const MAX_FIELD = 2147483647n;
+
+  class CalcError extends Error {
+    constructor(message, where) {
+      super(message);
+      this.name = "CalcError";
+      this.layer = where && where.layer !== undefined ? where.layer : null;
+      this.field = (where && where.field) || null;
+      this.part = where && where.part !== undefined ? where.part : null;
+    }
+  }
+
+  function data() {
+    const d = root.CNNBOOK_CALC;
+    if (!d) throw new Error("Calculator data missing: _static/calc/presets.js was not loaded.");
+    return d;
+  }
+
+  /* Python's repr() of the values a spec can hold, for messages that quote them. */
+  function pyRepr(value) {
+    if (value === null || value === undefined) return "None";
+    if (value === true) return "True";
+    if (value === false) return "False";
+    if (typeof value === "bigint") return value.toString();
+    if (typeof value === "number") return pyFloat(value);
+    if (typeof value === "string") {
+      return value.includes("'") && !value.includes('"') ? `"${value}"` : `'${value.replace(/'/g, "\\'")}'`;
+    }
+    if (Array.isArray(value)) return `[${value.map(pyRepr).join(", ")}]`;
+    if (typeof value === "object") {
+      return `{${Object.entries(value).map(([k, v]) => `${pyRepr(k)}: ${pyRepr(v)}`).join(", ")}}`;
+    }
+    return String(value);
+  }
+
+  function pyFloat(x) {
+    if (Number.isNaN(x)) return "nan";
+    if (!Number.isFinite(x)) return x > 0 ? "inf" : "-inf";
+    return Number.isInteger(x) && Math.abs(x) < 1e16 ? `${x}.0` : String(x);
+  }
+
+  /* str() of a number that may be an int (BigInt, or a JS integer) or a float. */
+  function pyStr(value) {
+    return typeof value === "bigint" ? value.toString() : pyRepr(value);
+  }
+
+  function isWhole(value) {
+    return typeof value === "bigint" || (typeof value === "number" && Number.isInteger(value));
+  }
+
+  /* _whole: value as a BigInt of at least `minimum`, or a CalcError naming `what`. */
+  function whole(value, what, where, minimum = 1n) {
+    if (!isWhole(value)) throw new CalcError(`${what} must be a whole number, got ${pyRepr(value)}.`, where);
+    const v = BigInt(value);
+    if (v < minimum) {
+      const bound = minimum === 1n ? "positive" : `at least ${minimum}`;
+      throw new CalcError(`${what} must be ${bound}, got ${v}.`, where);
+    }
+    if (v > MAX_FIELD) {
+      throw new CalcError(`${what} is absurdly large: at most ${group(MAX_FIELD)}, got ${group(v)}.`, where);
+    }
+    return v;
+  }
+
+  /* Python's a // b (BigInt division truncates toward zero instead). */
+  function floorDiv(a, b) {
+    const q = a / b;
+    return (a % b !== 0n && (a < 0n) !== (b < 0n)) ? q - 1n : q;
+  }
+
+  function ceilDiv(a, b) {
+    return -floorDiv(-a, b);  // -(-a // b)
+  }
+
+  function windowLength(size, kernel, stride, padding, name, where) {
+    if (padding === "same") return ceilDiv(size, stride);
+    const padded = size + 2n * padding;
+    if (kernel > padded) {
+      throw new CalcError(
+        `${name}: kernel ${kernel} is larger than its padded input ${padded} ` +
+        `(${size} + 2 x ${padding} padding); use a smaller kernel, more padding or padding 'same'.`, where);
+    }
+    return floorDiv(padded - kernel, stride) + 1n;
+  }
+
+  function checkFields(spec, name, index) {
+    const where = { layer: index, field: "type" };
+    if (spec === null || typeof spec !== "object" || Array.isArray(spec)) {
+      throw new CalcError(`${name}: a layer must be a dict with a 'type', got ${pyRepr(spec)}.`, where);
+    }
+    const fields = data().fields;
+    const kind = spec.type;
+    if (typeof kind !== "string" || !Object.prototype.hasOwnProperty.call(fields, kind)) {
+      throw new CalcError(`${name}: unknown layer type ${pyRepr(kind)}; use one of ` +
+        `${data().layer_types.join(", ")}.`, where);
+    }
+    const { required, optional } = fields[kind];
+    const missing = required.filter((f) => !(f in spec)).sort();
+    if (missing.length) {
+      throw new CalcError(`${name}: a ${kind} layer needs ${missing.join(", ")}.`, { layer: index, field: missing[0] });
+    }
+    const known = new Set([...required, ...Object.keys(optional), "type", "name"]);
+    const unknown = Object.keys(spec).filter((f) => !known.has(f)).sort();
+    if (unknown.length) {
+      throw new CalcError(`${name}: unknown field(s) ${unknown.join(", ")} for a ${kind} layer.`, { layer: index, field: unknown[0] });
+    }
+    return { ...optional, ...spec };
+  }
+
+  function parsePadding(value, name, where) {
+    if (value === "valid") return 0n;
+    if (value === "same") return "same";
+    if (typeof value === "string") {
+      throw new CalcError(`${name}: unknown padding ${pyRepr(value)}; use 'valid', 'same' or a whole number.`, where);
+    }
+    return whole(value, `${name}: padding`, where, 0n);
+  }
+
+  function fmt(shape) {
+    return shape.map(String).join("x");
+  }
+
+  function product(shape) {
+    return shape.reduce((a, b) => a * b, 1n);
+  }
+
+  function dtypeSize(dtype) {
+    const sizes = data().dtype_bytes;
+    if (!Object.prototype.hasOwnProperty.call(sizes, dtype)) {
+      throw new CalcError(`Unknown dtype ${pyRepr(dtype)}; use one of ${Object.keys(sizes).join(", ")}.`, { field: "dtype" });
+    }
+    return BigInt(sizes[dtype]);
+  }
+
+  /* layer_rows, but it keeps the rows before a bad layer: {rows, error}. */
+  function layerRowsPartial(layers, dtype = "float32") {
+    const rows = [];
+    try {
+      const size = dtypeSize(dtype);
+      if (!Array.isArray(layers) || layers.length === 0) {
+        throw new CalcError("A model is a non-empty list of layer specs, starting with an input layer.", { layer: 0, field: "type" });
+      }
+      let shape = null;
+      layers.forEach((raw, index) => {
+        const spec = checkFields(raw, `layer ${index}`, index);
+        const kind = spec.type;
+        const lname = spec.name || `${kind}${index}`;
+        const name = `layer ${index} (${lname})`;
+        const at = (field, part) => ({ layer: index, field, part });
+        let weights = 0n, biases = 0n, macs = 0n;
+        if ((kind === "input") !== (index === 0)) {
+          throw new CalcError(`${name}: the first layer, and only the first, must be an input layer.`, at("type"));
+        }
+        if (kind === "input") {
+          const dims = spec.shape;
+          if (!Array.isArray(dims) || (dims.length !== 1 && dims.length !== 3)) {
+            throw new CalcError(`${name}: shape must be [height, width, channels] or [features], got ${pyRepr(dims)}.`, at("shape"));
+          }
+          shape = dims.map((d, i) => whole(d, `${name}: shape`, at("shape", i)));
+        } else if (kind === "flatten") {
+          shape = [product(shape)];
+        } else if (kind === "dense") {
+          if (shape.length !== 1) {
+            throw new CalcError(`${name}: a dense layer needs a flat input but gets ${fmt(shape)}; ` +
+              "add a flatten layer before it.", at("type"));
+          }
+          const units = whole(spec.units, `${name}: units`, at("units"));
+          weights = shape[0] * units;
+          biases = spec.bias ? units : 0n;
+          macs = shape[0] * units;
+          shape = [units];
+        } else {
+          if (shape.length !== 3) {
+            throw new CalcError(`${name}: a ${kind} layer needs a height x width x channels input, got ${fmt(shape)}.`, at("type"));
+          }
+          const [h, w, c] = shape;
+          if (kind === "lrn") {
+            whole(spec.size, `${name}: size`, at("size"));
+          } else {
+            const key = kind === "conv" ? "kernel" : "pool";
+            const k = whole(spec[key], `${name}: ${key}`, at(key));
+            const s = whole(spec.stride !== null && spec.stride !== undefined ? spec.stride : k, `${name}: stride`, at("stride"));
+            const p = parsePadding(spec.padding, name, at("padding"));
+            const oh = windowLength(h, k, s, p, name, at(key));
+            const ow = windowLength(w, k, s, p, name, at(key));
+            if (kind === "maxpool") {
+              shape = [oh, ow, c];
+            } else {
+              const f = whole(spec.filters, `${name}: filters`, at("filters"));
+              const g = whole(spec.groups, `${name}: groups`, at("groups"));
+              if (c % g !== 0n || f % g !== 0n) {
+                throw new CalcError(`${name}: groups ${g} must divide both the input channels (${c}) and the filters (${f}).`, at("groups"));
+              }
+              weights = k * k * (c / g) * f;
+              biases = spec.bias ? f : 0n;
+              macs = oh * ow * f * k * k * (c / g);
+              shape = [oh, ow, f];
+            }
+          }
+        }
+        const values = kind === "flatten" ? 0n : product(shape);
+        rows.push({
+          layer: lname, type: kind, output: fmt(shape), shape: shape.slice(),
+          weights, biases, params: weights + biases, activations: values, macs, flops: 2n * macs,
+          activation_bytes: values * size, param_bytes: (weights + biases) * size,
+        });
+      });
+      return { rows, error: null };
+    } catch (err) {
+      if (err instanceof CalcError) return { rows, error: err };
+      throw err;
+    }
+  }
+
+  function layerRows(layers, dtype = "float32") {
+    const { rows, error } = layerRowsPartial(layers, dtype);
+    if (error) throw error;
+    return rows;
+  }
+
+  const SUMS = ["weights", "biases", "params", "activations", "macs", "flops", "activation_bytes", "param_bytes"];
+
+  function totalsOf(rows) {
+    const totals = {};
+    for (const c of SUMS) totals[c] = rows.reduce((a, r) => a + r[c], 0n);
+    totals.output = rows.length ? rows[rows.length - 1].output : "";
+    return totals;
+  }
+
+  function analyze(layers, dtype = "float32") {
+    const table = layerRows(layers, dtype);
+    return { table, totals: totalsOf(table), dtype };
+  }
+
+  function optimizerSlots(optimizer) {
+    const slots = data().optimizer_slots;
+    if (!Object.prototype.hasOwnProperty.call(slots, optimizer)) {
+      throw new CalcError(`Unknown optimizer ${pyRepr(optimizer)}; use one of ${Object.keys(slots).join(", ")}.`, { field: "optimizer" });
+    }
+    return BigInt(slots[optimizer]);
+  }
+
+  function trainingMemory(layers, { batchSize, optimizer = "adam", dtype = "float32" } = {}) {
+    const batch = whole(batchSize, "batch_size", { field: "batch_size" });
+    const slots = optimizerSlots(optimizer);
+    const table = analyze(layers, dtype).table;
+    const size = dtypeSize(dtype);
+    const params = table.reduce((a, r) => a + r.params, 0n);
+    const stored = table.slice(1).reduce((a, r) => a + r.activations, 0n);
+    return {
+      "weights": params * size,
+      "gradients": params * size,
+      "optimizer state": params * size * slots,
+      "activations": stored * size * batch,
+      "input batch": table[0].activations * size * batch,
+    };
+  }
+
+  function largestBatch(layers, ramBytes, { optimizer = "adam", dtype = "float32" } = {}) {
+    const one = trainingMemory(layers, { batchSize: 1n, optimizer, dtype });
+    const fixed = one["weights"] + one["gradients"] + one["optimizer state"];
+    const perImage = one["activations"] + one["input batch"];
+    const n = floorDiv(BigInt(ramBytes) - fixed, perImage);
+    return n > 0n ? n : 0n;
+  }
+
+  /* A machine's numbers, checked: what the time widget's fields hold. */
+  function checkMachine(m) {
+    const positive = (value, what, minimum = 0) => {
+      if (typeof value !== "number" || !Number.isFinite(value) || !(value > minimum) || value > 1e6) {
+        const shown = typeof value === "number" ? pyFloat(value) : pyRepr(value);
+        throw new CalcError(`${what} must be a number above ${minimum} and at most 1,000,000, got ${shown}.`, { field: what });
+      }
+      return value;
+    };
+    const cores = whole(m.cores, "cores", { field: "cores" });
+    const perCycle = whole(m.flops_per_cycle, "flops_per_cycle", { field: "flops_per_cycle" });
+    positive(m.clock_ghz, "clock_ghz");
+    if (m.bandwidth_gbs !== 0) positive(m.bandwidth_gbs, "bandwidth_gbs");
+    return { ...m, cores: Number(cores), flops_per_cycle: Number(perCycle) };
+  }
+
+  function peakFlops(m) {
+    return m.cores * m.clock_ghz * 1e9 * m.flops_per_cycle;  // Machine.peak_flops, same order
+  }
+
+  function estimateTraining(layers, machine, { images, epochs, efficiency = 0.5, batchSize = 32,
+    optimizer = "adam", dtype = "float32" } = {}) {
+    const nImages = whole(images, "images", { field: "images" });
+    const nEpochs = whole(epochs, "epochs", { field: "epochs" });
+    if (typeof efficiency !== "number" || !(0 < efficiency && efficiency <= 1)) {
+      throw new CalcError(`efficiency must be in (0, 1], got ${pyStr(efficiency)}.`, { field: "efficiency" });
+    }
+    const batch = whole(batchSize, "batch_size", { field: "batch_size" });
+    const slots = optimizerSlots(optimizer);
+    const m = checkMachine(machine);
+    const summary = analyze(layers, dtype);
+    const size = dtypeSize(dtype);
+    const flops = nImages * nEpochs * 3n * summary.totals.flops;
+    const peak = peakFlops(m);
+    const sustained = peak * efficiency;
+    const computeS = Number(flops) / sustained;
+    const perImage = 4n * summary.totals.activations * size;
+    const perBatch = summary.totals.params * size * (6n + 2n * slots);
+    const traffic = nImages * nEpochs * perImage + ceilDiv(nImages, batch) * nEpochs * perBatch;
+    const memoryS = m.bandwidth_gbs ? Number(traffic) / (m.bandwidth_gbs * 1e9) : 0.0;
+    return {
+      machine: m.name, training_flops: flops, peak_flops: peak, sustained_flops: sustained,
+      compute_seconds: computeS, traffic_bytes: traffic, memory_seconds: memoryS,
+      seconds: Math.max(computeS, memoryS), bound: computeS >= memoryS ? "compute" : "memory",
+    };
+  }
+
+  /* 1234567 -> "1,234,567" (Python's f"{n:,}"), for BigInts and whole numbers. */
+  function group(n) {
+    const s = BigInt(n).toString();
+    const neg = s.startsWith("-");
+    const digits = neg ? s.slice(1) : s;
+    return (neg ? "-" : "") + digits.replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+  }
+
+  /* A copy with BigInts as decimal strings: what page.evaluate and JSON can carry. */
+  function plain(value) {
+    if (typeof value === "bigint") return value.toString();
+    if (Array.isArray(value)) return value.map(plain);
+    if (value && typeof value === "object") {
+      const out = {};
+      for (const [k, v] of Object.entries(value)) out[k] = plain(v);
+      return out;
+    }
+    return value;
+  }
+
+  const api = {
+    CalcError, MAX_FIELD, layerRows, layerRowsPartial, totalsOf, analyze, trainingMemory,
+    largestBatch, estimateTraining, peakFlops, checkMachine, group, plain, pyRepr, whole,
+  };
+  root.CnnbookCalc = api;
+  if (typeof module === "object" && module.exports) module.exports = api;
+})(typeof window !== "undefined" ? window : globalThis);
