@@ -17,6 +17,7 @@ Activations count the values a layer stores: the input counts, a flatten (a resh
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import re
@@ -187,7 +188,7 @@ def layer_rows(layers: list[dict], dtype: str = "float32") -> list[dict]:
                                  f"got {dims!r}.")
             shape = tuple(_whole(d, f"{where}: shape") for d in dims)
         elif kind == "flatten":
-            shape = (int(np.prod(shape)),)
+            shape = (math.prod(shape),)  # exact: np.prod wraps around past 2**63
         elif kind == "dense":
             if len(shape) != 1:
                 raise ValueError(f"{where}: a dense layer needs a flat input but gets {_fmt(shape)}; "
@@ -220,7 +221,7 @@ def layer_rows(layers: list[dict], dtype: str = "float32") -> list[dict]:
                     weights, biases = k * k * (c // g) * f, f if spec["bias"] else 0
                     macs = oh * ow * f * k * k * (c // g)
                     shape = (oh, ow, f)
-        values = 0 if kind == "flatten" else int(np.prod(shape))  # a reshape stores nothing new
+        values = 0 if kind == "flatten" else math.prod(shape)  # a reshape stores nothing new
         rows.append({"layer": name, "type": kind, "output": _fmt(shape), "shape": shape,
                      "weights": weights, "biases": biases, "params": weights + biases,
                      "activations": values, "macs": macs, "flops": 2 * macs,

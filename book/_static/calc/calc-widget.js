@@ -540,7 +540,7 @@
       this.big = h("output", { class: "cnnbook-calc__big", "data-result": "headline" }, DASH);
       root.append(h("section", { class: "cnnbook-calc__box", "aria-labelledby": titleId },
         h("p", { class: "cnnbook-calc__title", id: titleId, text: "Training-time calculator" }),
-        h("div", { class: "cnnbook-calc__grid" }, this.model.node, this.machine.node),
+        h("div", { class: "cnnbook-calc__grid cnnbook-calc__grid--wide" }, this.model.node, this.machine.node),
         this.source,
         h("div", { class: "cnnbook-calc__grid" }, Object.values(this.fields).map((f) => f.node), this.optimizer.node, this.dtype.node),
         this.status,
