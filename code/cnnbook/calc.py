@@ -524,6 +524,7 @@ def measure_training(layers: list[dict], *, batch_size: int = 8, steps: int = 5,
     """
     import keras
 
+    started = time.perf_counter()
     keras.utils.set_random_seed(seed)
     model = to_keras(layers, name="measured")
     model.compile(optimizer=keras.optimizers.Adam(1e-3),
@@ -541,7 +542,8 @@ def measure_training(layers: list[dict], *, batch_size: int = 8, steps: int = 5,
     return {"batch_size": batch_size, "steps": steps, "warmup": warmup, "step_seconds": step_s,
             "images_per_second": batch_size / step_s,
             "achieved_flops": per_image * batch_size / step_s,
-            "load_average": load}  # other work on the machine slows the steps down
+            "load_average": load,  # other work on the machine slows the steps down
+            "wall_seconds": time.perf_counter() - started}  # the whole measurement, warm-up included
 
 
 def _batch_clock_class():
