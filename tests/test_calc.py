@@ -242,6 +242,14 @@ def test_measure_training_times_real_steps():
     tiny = [{"type": "input", "name": "input", "shape": [8, 8, 3]}, conv(filters=4),
             {"type": "flatten", "name": "f"}, {"type": "dense", "name": "d", "units": 10}]
     result = calc.measure_training(tiny, batch_size=4, steps=2, warmup=1)
-    assert result["step_seconds"] > 0
+    assert 0 < result["step_seconds"] * 2 < result["wall_seconds"]  # two timed steps, plus warm-up
     assert result["achieved_flops"] == pytest.approx(
         calc.training_flops_per_image(tiny) * 4 / result["step_seconds"])
+
+
+def test_alexnet_comparison_names_each_mistake():
+    table = report.alexnet_comparison().set_index("layer")["what is wrong"]
+    assert all(table[c] == "k x k x filters only" for c in ["conv1", "conv2", "conv3", "conv4", "conv5"])
+    assert table["fc6"] == table["fc7"] == "biases left out"
+    assert table["fc8"] == "biases left out; labelled FC6, is FC8"
+    assert set(table.drop(["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"])) == {"right"}

@@ -244,11 +244,11 @@ class Summary:
     def _repr_html_(self):  # a notebook shows the table
         return self.styled()._repr_html_()
 
-    def styled(self):
-        """The table with thousands separators and a totals row, for a page."""
-        shown = self.table.drop(columns=["shape"])
+    def styled(self, columns=("layer", "output", "weights", "biases", "params", "activations", "macs")):
+        """The table with thousands separators and a totals row, for a page (FLOPs = 2 x MACs)."""
+        shown = self.table[list(columns)]
         total = {c: self.totals[c] for c in shown.columns if c in self.totals}
-        shown = pd.concat([shown, pd.DataFrame([{"layer": "total", "type": "", "output": "", **total}])],
+        shown = pd.concat([shown, pd.DataFrame([{"layer": "total", "output": "", **total}])],
                           ignore_index=True)
         numbers = [c for c in shown.columns if c not in ("layer", "type", "output")]
         return shown.style.format("{:,.0f}", subset=numbers, na_rep="").hide(axis="index")
@@ -517,36 +517,59 @@ LocalResponseNorm = _lrn_layer_class()
 # ------------------------------------------------------------------------------------ measuring
 def measure_training(layers: list[dict], *, batch_size: int = 8, steps: int = 5, warmup: int = 2,
                      seed: int = 0) -> dict:
-    """Time real Keras training steps of a model on random images: the median step after warm-up.
+    """Time real Keras training steps (``model.fit``) on random images: the median after warm-up.
 
-    Returns seconds per step, images per second and the achieved FLOP/s (the calculator's training
-    FLOPs per image x images per second).
+    The warm-up steps run first (the first one traces and compiles the graph); then ``steps`` steps
+    are timed one by one. Returns seconds per step, images per second and the achieved FLOP/s
+    (the calculator's training FLOPs per image x images per second).
     """
     import keras
 
+    started = time.perf_counter()
     keras.utils.set_random_seed(seed)
     model = to_keras(layers, name="measured")
     model.compile(optimizer=keras.optimizers.Adam(1e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    shape = tuple(layers[0]["shape"])
     rng = np.random.default_rng(seed)
-    x = rng.random((batch_size, *shape), dtype=np.float32)
-    y = rng.integers(0, layers[-1]["units"], size=(batch_size, 1))
-    times = []
-    for step in range(warmup + steps):
-        start = time.perf_counter()
-        model.train_on_batch(x, y)
-        if step >= warmup:
-            times.append(time.perf_counter() - start)
-    step_s = statistics.median(times)
+    x = rng.random((batch_size * max(steps, warmup), *layers[0]["shape"]), dtype=np.float32)
+    y = rng.integers(0, layers[-1]["units"], size=(len(x), 1))
+    model.fit(x, y, batch_size=batch_size, epochs=1, steps_per_epoch=warmup, verbose=0)
+    stamps = _BatchClock()
+    model.fit(x, y, batch_size=batch_size, epochs=1, steps_per_epoch=steps, verbose=0,
+              callbacks=[stamps])
+    step_s = float(statistics.median(np.diff(stamps.times)))
     per_image = training_flops_per_image(layers)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return {"batch_size": batch_size, "steps": steps, "warmup": warmup, "step_seconds": step_s,
             "images_per_second": batch_size / step_s,
-            "achieved_flops": per_image * batch_size / step_s}
+            "achieved_flops": per_image * batch_size / step_s,
+            "load_average": load,  # other work on the machine slows the steps down
+            "wall_seconds": time.perf_counter() - started}  # the whole measurement, warm-up included
+
+
+def _batch_clock_class():
+    import keras
+
+    class BatchClock(keras.callbacks.Callback):
+        """Records the time at the start of training and after every batch."""
+
+        def on_train_begin(self, logs=None):
+            self.times = [time.perf_counter()]
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.times.append(time.perf_counter())
+
+    return BatchClock
+
+
+_BatchClock = _batch_clock_class()
 
 
 def machines_table(machines: dict[str, Machine] | None = None) -> pd.DataFrame:
-    """The machine presets as a table: cores, clock, FLOPs per cycle, peak GFLOP/s, bandwidth."""
+    """The machine presets as a table: cores, clock, FLOPs per cycle, peak GFLOP/s, bandwidth.
+
+    Where each number comes from is each machine's ``source``.
+    """
     machines = machines or {**MACHINES, "build": build_machine()}
     rows = [{**asdict(m), "peak GFLOP/s": m.peak_flops / 1e9} for m in machines.values()]
-    return pd.DataFrame(rows, index=list(machines)).drop(columns=["name"])
+    return pd.DataFrame(rows, index=list(machines)).drop(columns=["name", "source"])

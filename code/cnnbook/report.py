@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown
 
+from . import calc as _calc
 from . import models as _models
 from . import train as _train
 
@@ -238,3 +239,30 @@ def _caption(result: _train.RunResult) -> str:
     p = result.provenance
     return (f"{_models.TITLES.get(result.model_name, result.model_name)} "
             f"(profile {p['profile']}, {p['train_images']:,} training images)")
+
+
+def alexnet_comparison() -> pd.DataFrame:
+    """The assignment's AlexNet rows beside the calculator's, with what each row gets wrong."""
+    specs = [s for s in _calc.presets()["alexnet"] if s["type"] != "flatten"]
+    table = _calc.analyze(_calc.presets()["alexnet"]).table
+    table = table[table["type"] != "flatten"].reset_index(drop=True)
+    rows = []
+    for (name, _, values, params), spec, (_, ours) in zip(ASSIGNMENT_ALEXNET["rows"], specs,
+                                                          table.iterrows()):
+        problems = []
+        if values != ours["activations"]:
+            problems.append("activation count")
+        if params != ours["params"]:
+            if spec["type"] == "conv" and params == spec["kernel"] ** 2 * spec["filters"]:
+                problems.append("k x k x filters only")
+            elif params == ours["weights"]:
+                problems.append("biases left out")
+            else:
+                problems.append("parameter count")
+        if name.startswith("FC") and name.lower() != ours["layer"]:
+            problems.append(f"labelled {name}, is {ours['layer'].upper()}")
+        rows.append({"layer": ours["layer"], "assignment: values": values,
+                     "calculator: values": int(ours["activations"]), "assignment: parameters": params,
+                     "calculator: parameters": int(ours["params"]),
+                     "what is wrong": "; ".join(problems) or "right"})
+    return pd.DataFrame(rows)
