@@ -241,8 +241,12 @@ def test_theme_mode_is_valid(visit):
 def test_widgets_render_on_their_pages_with_screenshots(site, visit, artifacts):
     root, _ = site
     found = widget_pages(root)
-    assert found.get("conv_only.html") == [{"widget": "model", "preset": "conv"}]
-    assert found.get("max_pooling.html") == [{"widget": "model", "preset": "pool"}]
+    assert found == {
+        "alexnet.html": [{"widget": "model", "preset": "alexnet"}],
+        "i3_time.html": [{"widget": "time", "preset": "alexnet", "machine": "i3-540"}],
+        "conv_only.html": [{"widget": "model", "preset": "conv"}],
+        "max_pooling.html": [{"widget": "model", "preset": "pool"}],
+    }
     for name, widgets in found.items():
         for width, scheme in ((DESKTOP, "light"), (PHONE, "light"), (DESKTOP, "dark"), (PHONE, "dark")):
             v = visit(name, width=width, scheme=scheme)
@@ -330,25 +334,13 @@ def test_exported_presets_are_the_python_presets(visit):
     assert data["assignment"]["seconds_all_cores"] == list(method1["seconds_all_cores"])
 
 
-def time_widget(v, preset="alexnet", machine="i3-540"):
-    """The time widget of a page, or one placed on it for the test (same code, same data)."""
-    page = v.page
-    existing = page.locator('div.cnnbook-calc[data-widget="time"]')
-    if existing.count():
-        return existing.first
-    page.evaluate("""([preset, machine]) => {
-        const d = document.createElement('div');
-        d.className = 'cnnbook-calc'; d.dataset.widget = 'time'; d.dataset.preset = preset; d.dataset.machine = machine;
-        document.querySelector('article').prepend(d);
-        CnnbookCalcWidgets.init();
-    }""", [preset, machine])
-    return page.locator('div.cnnbook-calc[data-widget="time"]').first
+def time_widget(v):
+    return v.page.locator('div.cnnbook-calc[data-widget="time"]').first
 
 
 @pytest.fixture
-def time_page(site, visit):
-    pages_with = [n for n, ws in widget_pages(site[0]).items() if any(w["widget"] == "time" for w in ws)]
-    return visit(pages_with[0] if pages_with else "intro.html")
+def time_page(visit):
+    return visit("i3_time.html")
 
 
 def test_time_widget_gives_the_python_estimates(time_page):
