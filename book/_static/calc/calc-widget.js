@@ -606,7 +606,7 @@
         seconds: (v) => `${secondsText(v)} (${secondsExact(v)})`,
         compute_seconds: secondsExact, memory_seconds: (v) => (v ? secondsExact(v) : "not modelled (no bandwidth)"),
         training_flops: flopsText, peak_flops: (v) => `${flopsText(v)}/s`, sustained_flops: (v) => `${flopsText(v)}/s`,
-        traffic_bytes: bytesText, bound: (v) => (v === "compute" ? "arithmetic (compute-bound)" : "memory traffic (memory-bound)"),
+        traffic_bytes: bytesText, bound: (v) => (v === "compute" ? "arithmetic" : "memory traffic"),
       };
       for (const [key, node] of Object.entries(this.out)) setValue(node, est ? est[key] : null, est ? shown[key](est[key]) : DASH);
       setValue(this.big, est ? est.seconds : null, est ? secondsText(est.seconds) : DASH);
