@@ -59,31 +59,31 @@
   function bytesText(bytes) {
     const units = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     let value = Number(bytes);
-    if (value < 1024) return `${CnnbookCalc.group(bytes)} bytes`;
+    if (value < 1024) return `${CnnbookCalc.group(bytes)}\u00a0bytes`;
     let i = 0;
     while (value >= 1024 && i < units.length - 1) { value /= 1024; i += 1; }
     const shown = value >= 1e6 ? value.toExponential(2) : value.toFixed(value >= 100 ? 0 : 1);
-    return `${shown} ${units[i]}`;
+    return `${shown}\u00a0${units[i]}`;
   }
 
   function secondsText(s) {
     const sig = (x) => (x >= 1e6 ? x.toExponential(2) : x >= 100 ? Math.round(x).toLocaleString("en-US") : x.toPrecision(3));
-    if (s < 120) return `${sig(s)} s`;
-    if (s < 2 * 3600) return `${sig(s / 60)} min`;
-    if (s < 2 * 86400) return `${sig(s / 3600)} hours`;
-    if (s < 2 * 365.25 * 86400) return `${sig(s / 86400)} days`;
-    return `${sig(s / (365.25 * 86400))} years`;
+    if (s < 120) return `${sig(s)}\u00a0s`;
+    if (s < 2 * 3600) return `${sig(s / 60)}\u00a0min`;
+    if (s < 2 * 86400) return `${sig(s / 3600)}\u00a0hours`;
+    if (s < 2 * 365.25 * 86400) return `${sig(s / 86400)}\u00a0days`;
+    return `${sig(s / (365.25 * 86400))}\u00a0years`;
   }
 
   function secondsExact(s) {
-    return s < 1e15 ? `${Math.round(s).toLocaleString("en-US")} s` : `${s.toExponential(3)} s`;
+    return s < 1e15 ? `${Math.round(s).toLocaleString("en-US")}\u00a0s` : `${s.toExponential(3)}\u00a0s`;
   }
 
   function flopsText(x) {
     const n = Number(x);
     const units = [[1e18, "EFLOP"], [1e15, "PFLOP"], [1e12, "TFLOP"], [1e9, "GFLOP"], [1e6, "MFLOP"]];
-    for (const [size, unit] of units) if (n >= size) return `${(n / size).toPrecision(3)} ${unit}`;
-    return `${CnnbookCalc.group(BigInt(Math.round(n)))} FLOP`;
+    for (const [size, unit] of units) if (n >= size) return `${(n / size).toPrecision(3)}\u00a0${unit}`;
+    return `${CnnbookCalc.group(BigInt(Math.round(n)))}\u00a0FLOP`;
   }
 
   // ------------------------------------------------------------------------------ parsing
