@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import os
 import pickle
+import shutil
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -80,3 +84,31 @@ def cache_dir(tmp_path, monkeypatch):
     path = tmp_path / "cache"
     monkeypatch.setenv("CNNBOOK_CACHE", str(path))
     return path
+
+
+# --- the book, built once per test session (tests/test_book.py, tests/test_publish.py) ---------
+
+BOOK = Path(__file__).resolve().parents[1] / "book"
+JUPYTER_BOOK = str(Path(sys.executable).with_name("jupyter-book"))
+
+
+def build(book: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([JUPYTER_BOOK, "build", str(book)], env=env, capture_output=True,
+                          text=True, timeout=1800)
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory):
+    """The real book, copied and built once with the quick profile and a fresh run cache."""
+    tmp = tmp_path_factory.mktemp("book")
+    book = tmp / "book"
+    shutil.copytree(BOOK, book, ignore=shutil.ignore_patterns("_build"))
+    data = os.environ.get("CNNBOOK_DATA")
+    if not data or not Path(data).exists():  # no real CIFAR-10 here: a generated look-alike
+        data = str(tmp / "images")
+        write_image_folder(Path(data), train_per_class=300, test_per_class=100)
+    env = dict(os.environ, CNNBOOK_PROFILE="quick", CNNBOOK_DATA=data,
+               CNNBOOK_CACHE=str(tmp / "cache"))
+    result = build(book, env)
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    return book, env, result

@@ -18,12 +18,10 @@ import pytest
 import yaml
 from bs4 import BeautifulSoup
 
-from conftest import write_image_folder
+from conftest import BOOK, build, write_image_folder
 
 pytestmark = pytest.mark.book
 
-BOOK = Path(__file__).resolve().parents[1] / "book"
-JUPYTER_BOOK = str(Path(sys.executable).with_name("jupyter-book"))
 CHAPTER = """---
 jupytext:
   text_representation:
@@ -41,11 +39,6 @@ kernelspec:
 """
 
 
-def build(book: Path, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([JUPYTER_BOOK, "build", str(book)], env=env, capture_output=True,
-                          text=True, timeout=1800)
-
-
 def toc_files(book: Path) -> list[str]:
     toc = yaml.safe_load((book / "_toc.yml").read_text())
     return [toc["root"]] + [c["file"] for part in toc["parts"] for c in part["chapters"]]
@@ -54,23 +47,6 @@ def toc_files(book: Path) -> list[str]:
 def run_dirs(cache: Path) -> dict[str, float]:
     runs = cache / "runs"
     return {p.name: p.stat().st_mtime for p in runs.iterdir()} if runs.exists() else {}
-
-
-@pytest.fixture(scope="module")
-def built_book(tmp_path_factory):
-    """The real book, copied and built once with the quick profile and a fresh run cache."""
-    tmp = tmp_path_factory.mktemp("book")
-    book = tmp / "book"
-    shutil.copytree(BOOK, book, ignore=shutil.ignore_patterns("_build"))
-    data = os.environ.get("CNNBOOK_DATA")
-    if not data or not Path(data).exists():  # no real CIFAR-10 here: a generated look-alike
-        data = str(tmp / "images")
-        write_image_folder(Path(data), train_per_class=300, test_per_class=100)
-    env = dict(os.environ, CNNBOOK_PROFILE="quick", CNNBOOK_DATA=data,
-               CNNBOOK_CACHE=str(tmp / "cache"))
-    result = build(book, env)
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
-    return book, env, result
 
 
 def page(book: Path, name: str) -> BeautifulSoup:

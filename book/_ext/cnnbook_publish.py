@@ -133,6 +133,8 @@ def _config_inited(app, config) -> None:
     owner, name = repository_parts(repo_url)
     if not config.ogp_site_url:
         config.ogp_site_url = f"https://{owner}.github.io/{name}/"
+    if config.ogp_site_name is None:
+        config.ogp_site_name = config.html_title  # the book's title from _config.yml
     options = config.html_theme_options
     line = f'<p class="cnnbook-built-with">{built_with()}</p>'
     options["extra_footer"] = (options.get("extra_footer") or "") + line
