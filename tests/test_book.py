@@ -130,6 +130,7 @@ def tiny_book(tmp_path: Path, chapters: dict[str, str], extra_config: str = "") 
     book.mkdir()
     shutil.copy(BOOK / "_config.yml", book / "_config.yml")
     shutil.copytree(BOOK / "_ext", book / "_ext")
+    shutil.copytree(BOOK / "_static", book / "_static")
     if extra_config:
         config = yaml.safe_load((book / "_config.yml").read_text())
         config["sphinx"]["config"].update(yaml.safe_load(extra_config))

@@ -160,6 +160,20 @@ def _launch_links(app, pagename, templatename, context, doctree) -> None:
                 button["url"] = button["url"].split("?urlpath=")[0] + f"?urlpath=lab/tree/{path}"
 
 
+def _unique_scripts(app, pagename, templatename, context, doctree) -> None:
+    """Drop repeated inline scripts: sphinx-thebe adds its ``const THEBE_JS_URL = ...`` line
+    twice in a Jupyter Book build, and the second one stops the page's JavaScript with
+    "Identifier 'THEBE_JS_URL' has already been declared"."""
+    seen, unique = set(), []
+    for script in context.get("script_files", []):
+        attributes = getattr(script, "attributes", {})
+        key = (getattr(script, "filename", script) or "", tuple(sorted(attributes.items())))
+        if key not in seen:
+            seen.add(key)
+            unique.append(script)
+    context["script_files"] = unique
+
+
 def _chapters(app) -> list[Path]:
     sources = [Path(app.env.doc2path(doc)) for doc in sorted(app.env.found_docs)]
     return [source for source in sources if is_notebook(source)]
@@ -174,8 +188,23 @@ def _build_finished(app, exception) -> None:
         write_notebooks(_chapters(app), folder, repo_url, branch)
     # the theme's ".ipynb" download: the executed notebook, with the install cell in front
     for path in Path(app.outdir, "_sources").glob("**/*.ipynb"):
-        notebook = nbformat.read(path, as_version=4)
+        notebook = _with_outputs(app, nbformat.read(path, as_version=4))
         path.write_text(nbformat.writes(with_install_cell(notebook, repo_url, branch)) + "\n")
+
+
+def _with_outputs(app, notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The notebook with the outputs of its execution. When a page comes from myst-nb's
+    execution cache, the notebook it writes for the download has none: take them from the cache
+    (the notebook still holds the cache comment of cnnbook_build, so it matches its entry)."""
+    config = app.env.mystnb_config
+    if config.execution_mode != "cache" or not config.execution_cache_path:
+        return notebook
+    from jupyter_cache import get_cache
+
+    try:
+        return get_cache(config.execution_cache_path).merge_match_into_notebook(notebook)[1]
+    except KeyError:  # never executed (a page without code): nothing to merge
+        return notebook
 
 
 def setup(app):
@@ -183,6 +212,7 @@ def setup(app):
     app.setup_extension("sphinxext.opengraph")
     app.connect("config-inited", _config_inited)
     app.connect("html-page-context", _launch_links, priority=600)  # after the theme's (501)
+    app.connect("html-page-context", _unique_scripts)
     app.connect("build-finished", _build_finished)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
 
