@@ -18,7 +18,7 @@ import pytest
 import yaml
 from bs4 import BeautifulSoup
 
-from conftest import BOOK, build, write_image_folder
+from conftest import BOOK, build
 
 pytestmark = pytest.mark.book
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import importlib.util
 import json
 import os
 import re
@@ -38,9 +37,8 @@ OWNER, NAME = urlsplit(REPO_URL).path.strip("/").split("/")
 CHROMIUM = os.environ.get("CHROMIUM") or next(
     filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
 
-_spec = importlib.util.spec_from_file_location("cnnbook_publish", BOOK / "_ext" / "cnnbook_publish.py")
-publish = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(publish)
+sys.path.insert(0, str(BOOK / "_ext"))  # the book's extensions, as Jupyter Book loads them
+import cnnbook_publish as publish  # noqa: E402
 
 
 def workflow(name: str) -> dict:
@@ -167,6 +165,21 @@ def test_install_cell_installs_the_package_with_its_ranges_from_this_repository(
     body = [c for c in notebook.cells[1:] if c.cell_type == "code"]
     assert body and not any(c.outputs for c in body)
     assert "import cnnbook" in "\n".join(c.source for c in body)
+
+
+@pytest.mark.book
+def test_a_launch_notebook_runs_top_to_bottom_where_the_package_is_installed(built_book, tmp_path):
+    """What Binder does, and Colab after the install cell: run notebooks/data.ipynb as it is."""
+    _, env, _ = built_book
+    result = subprocess.run([str(BIN / "jupyter"), "nbconvert", "--to", "notebook", "--execute",
+                             str(ROOT / "notebooks" / "data.ipynb"), "--output-dir", str(tmp_path)],
+                            env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    notebook = nbformat.read(tmp_path / "data.ipynb", as_version=4)
+    assert notebook.cells[0].outputs == []  # the package is there: the install cell did nothing
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
+    assert outputs and not [o for o in outputs if o.output_type == "error"
+                            or o.get("name") == "stderr"]
 
 
 def test_a_repository_url_that_is_not_on_github_is_refused_with_the_fix():

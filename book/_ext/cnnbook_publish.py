@@ -28,9 +28,9 @@ from urllib.parse import urlsplit
 
 import jupytext
 import nbformat
+from cnnbook_build import MARK as SOURCE_MARK  # the cache comment it writes into import cells
 
 INSTALL_TAG = "cnnbook-install"
-SOURCE_MARK = "# cnnbook package and settings: "  # written by cnnbook_build into import cells
 INSTALL_CELL = '''\
 # Colab, Binder or a fresh Jupyter: install the book's helper package when it is missing.
 # It comes from the book's repository with the version ranges of code/pyproject.toml, so it fits
