@@ -125,6 +125,24 @@ def test_rebuild_without_change_and_after_prose_edit_trains_nothing(built_book):
 
 # --- strictness and the package-aware cache, on tiny books that share the real configuration --
 
+def test_alexnet_pages_show_the_calculators_numbers(built_book):
+    book, _, _ = built_book
+    alexnet = page(book, "alexnet")
+    text = alexnet.get_text(" ")
+    for number in ["62,378,344", "62,367,776", "1,135,256,096", "1,049,571", "60,965,224"]:
+        assert number in text
+    wrong = [td.get_text(strip=True) for td in alexnet.select("table td") if "filters only" in td.get_text()]
+    assert len(wrong) == 5  # the five convolution rows of the assignment's table
+    assert alexnet.select("div.cnnbook-calc[data-widget=model]")
+    i3 = page(book, "i3_time")
+    headers = [th.get_text(" ", strip=True) for th in i3.select("table thead th")]
+    assert "measured s (median epoch)" in headers and "predicted s, own steps' FLOP/s" in headers
+    assert "GFLOP/s achieved" in i3.get_text()
+    assert i3.select("div.cnnbook-calc[data-widget=time]")
+    for soup in (alexnet, i3):
+        assert not re.search(r"\bnan\b|\binf\b|Traceback", soup.select_one("main").get_text())
+
+
 def tiny_book(tmp_path: Path, chapters: dict[str, str], extra_config: str = "") -> Path:
     book = tmp_path / "tiny"
     book.mkdir()

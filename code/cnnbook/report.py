@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown
 
+from . import calc as _calc
 from . import models as _models
 from . import train as _train
 
@@ -39,6 +40,36 @@ ASSIGNMENT = {
         "epoch_seconds": [27, 24, 23, 24, 23, 24, 23, 23, 23, 22, 24, 22, 23, 23, 23],
         "test_accuracy": 0.6719,
     },
+}
+
+
+# The assignment's AlexNet table (its last part), row by row as it prints it: layer, the shape it gives,
+# "Memory" (a count of values) and "Parameters"; then its stated totals and its Method 1 time estimate.
+ASSIGNMENT_ALEXNET = {
+    "rows": [
+        ("Input", "227x227x3", 154_587, 0),
+        ("Conv1", "55x55x96", 290_400, 11_616),
+        ("Maxpool", "27x27x96", 69_984, 0),
+        ("Norm Layer", "27x27x96", 69_984, 0),
+        ("Conv2", "27x27x256", 186_624, 6_400),
+        ("Maxpool", "13x13x256", 43_264, 0),
+        ("Norm Layer", "13x13x256", 43_264, 0),
+        ("Conv3", "13x13x384", 64_896, 3_456),
+        ("Conv4", "13x13x384", 64_896, 3_456),
+        ("Conv5", "13x13x256", 43_264, 2_304),
+        ("Maxpool", "6x6x256", 9_216, 0),
+        ("FC6", "6x6x256x4096", 4_096, 37_748_736),
+        ("FC7", "4096x4096", 4_096, 16_777_216),
+        ("FC6", "1000x4096", 1_000, 4_096_000),  # sic: the last row is FC8
+    ],
+    "total_parameters": 58_649_184,
+    "total_memory_values": 1_049_751,
+    "total_memory_mb": 4.2,
+    # Method 1: a "clock speed available" of 2.5 GHz (peak 3.06 GHz, 2 cores), 15 epochs = 30 passes,
+    # 1,049,751 "instructions" per pass, 10,000 images; about 126 s on one core, 40-60 s on all.
+    "method1": {"peak_ghz": 3.06, "clock_ghz": 2.5, "epochs": 15, "passes": 30, "images": 10_000,
+                "memory_mb_total": 126, "instructions": 31_492_530, "seconds_per_image": 0.012597,
+                "seconds": 126, "seconds_all_cores": (40, 60)},
 }
 
 
@@ -208,3 +239,30 @@ def _caption(result: _train.RunResult) -> str:
     p = result.provenance
     return (f"{_models.TITLES.get(result.model_name, result.model_name)} "
             f"(profile {p['profile']}, {p['train_images']:,} training images)")
+
+
+def alexnet_comparison() -> pd.DataFrame:
+    """The assignment's AlexNet rows beside the calculator's, with what each row gets wrong."""
+    specs = [s for s in _calc.presets()["alexnet"] if s["type"] != "flatten"]
+    table = _calc.analyze(_calc.presets()["alexnet"]).table
+    table = table[table["type"] != "flatten"].reset_index(drop=True)
+    rows = []
+    for (name, _, values, params), spec, (_, ours) in zip(ASSIGNMENT_ALEXNET["rows"], specs,
+                                                          table.iterrows()):
+        problems = []
+        if values != ours["activations"]:
+            problems.append("activation count")
+        if params != ours["params"]:
+            if spec["type"] == "conv" and params == spec["kernel"] ** 2 * spec["filters"]:
+                problems.append("k x k x filters only")
+            elif params == ours["weights"]:
+                problems.append("biases left out")
+            else:
+                problems.append("parameter count")
+        if name.startswith("FC") and name.lower() != ours["layer"]:
+            problems.append(f"labelled {name}, is {ours['layer'].upper()}")
+        rows.append({"layer": ours["layer"], "assignment: values": values,
+                     "calculator: values": int(ours["activations"]), "assignment: parameters": params,
+                     "calculator: parameters": int(ours["params"]),
+                     "what is wrong": "; ".join(problems) or "right"})
+    return pd.DataFrame(rows)
