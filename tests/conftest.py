@@ -90,6 +90,10 @@ def cache_dir(tmp_path, monkeypatch):
 
 BOOK = Path(__file__).resolve().parents[1] / "book"
 JUPYTER_BOOK = str(Path(sys.executable).with_name("jupyter-book"))
+# The browser tests' Chromium: the system's (Debian's, which .ci/run installs) or Chrome (GitHub's
+# Ubuntu runners); $CHROMIUM wins.
+CHROMIUM = os.environ.get("CHROMIUM") or next(
+    filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
 
 
 def build(book: Path, env: dict) -> subprocess.CompletedProcess:

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from bs4 import BeautifulSoup
 
-from conftest import BOOK, build, write_image_folder
+from conftest import BOOK, build
 
 pytestmark = pytest.mark.book
 
@@ -56,8 +56,8 @@ def page(book: Path, name: str) -> BeautifulSoup:
 def test_every_chapter_is_built_and_in_the_navigation(built_book):
     book, _, _ = built_book
     names = toc_files(book)
-    assert names == ["intro", "data", "conv_only", "max_pooling", "comparison",
-                     "assignment_results", "alexnet", "i3_time"]
+    assert names[:8] == ["intro", "data", "conv_only", "max_pooling", "comparison",
+                         "assignment_results", "alexnet", "i3_time"]
     nav = page(book, "intro").select_one("nav.bd-links")
     linked = {a["href"].split("#")[0] for a in nav.find_all("a", href=True)}
     for name in names[1:]:

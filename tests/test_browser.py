@@ -1,7 +1,7 @@
 """The built site in a real browser: every page loads cleanly and offline, and the calculators
 (book/_static/calc) give exactly the Python calculators' numbers and messages.
 
-Headless Chromium from Debian (/usr/bin/chromium, installed by .ci/run) driven by Playwright,
+Headless Chromium (Debian's, which .ci/run installs, or $CHROMIUM) driven by Playwright,
 against the session's quick build (``built_book`` in conftest.py) served on 127.0.0.1.
 Screenshots of every widget page, desktop and phone width, go to $CNNBOOK_ARTIFACTS (or a pytest
 temporary folder, printed): look at them.
@@ -24,10 +24,10 @@ from bs4 import BeautifulSoup
 from playwright.sync_api import sync_playwright
 
 from cnnbook import calc, report
+from conftest import CHROMIUM
 
 pytestmark = pytest.mark.book
 
-CHROMIUM = "/usr/bin/chromium"
 DESKTOP, PHONE = 1280, 390
 DASH = "\u2014"
 PRESETS = calc.presets()
@@ -59,8 +59,7 @@ def site(built_book):
 
 @pytest.fixture(scope="module")
 def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (.ci/run does).")
+    assert CHROMIUM, "no Chromium or Chrome found: install one (.ci/run does), or set $CHROMIUM"
     with sync_playwright() as pw:
         chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
                                       args=["--no-sandbox", "--disable-gpu"])

@@ -61,22 +61,7 @@ def _write(app, exception) -> None:
                       f"window.CNNBOOK_CALC = {text};\n", encoding="utf-8")
 
 
-def _unique_scripts(app, pagename, templatename, context, doctree) -> None:
-    """Drop repeated scripts: in a Jupyter Book build sphinx-thebe's inline ``const THEBE_JS_URL``
-    line appears twice, and the second stops with "Identifier 'THEBE_JS_URL' has already been
-    declared", a console error on every page (the same fix as cnnbook_publish's, issue 6)."""
-    seen, unique = set(), []
-    for script in context.get("script_files", []):
-        attributes = getattr(script, "attributes", {})
-        key = (getattr(script, "filename", script) or "", tuple(sorted(attributes.items())))
-        if key not in seen:
-            seen.add(key)
-            unique.append(script)
-    context["script_files"] = unique
-
-
 def setup(app):
     app.add_js_file(SCRIPT)
     app.connect("build-finished", _write)
-    app.connect("html-page-context", _unique_scripts)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

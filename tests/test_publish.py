@@ -1,0 +1,297 @@
+"""Publishing: the GitHub Actions workflows, the reader's buttons and the site's polish.
+
+The workflow checks run offline: GitHub's workflow schema (check-jsonschema) and zizmor's security
+audit. The site checks open the quick build of ``tests/test_book.py`` (the same session fixture,
+so the book is built once) in headless Chromium, served over HTTP as GitHub Pages would serve it.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import re
+import subprocess
+import sys
+import threading
+import tomllib
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import nbformat
+import pytest
+import yaml
+from bs4 import BeautifulSoup
+
+from conftest import BOOK, CHROMIUM
+
+ROOT = BOOK.parent
+WORKFLOWS = ROOT / ".github" / "workflows"
+BIN = Path(sys.executable).parent
+CONFIG = yaml.safe_load((BOOK / "_config.yml").read_text())
+REPO_URL, BRANCH = CONFIG["repository"]["url"], CONFIG["repository"]["branch"]
+OWNER, NAME = urlsplit(REPO_URL).path.strip("/").split("/")
+
+sys.path.insert(0, str(BOOK / "_ext"))  # the book's extensions, as Jupyter Book loads them
+import cnnbook_publish as publish  # noqa: E402
+
+
+def workflow(name: str) -> dict:
+    return yaml.safe_load((WORKFLOWS / name).read_text())
+
+
+def steps_using(job: dict, action: str) -> list[dict]:
+    return [s for s in job["steps"] if s.get("uses", "").split("@")[0] == action]
+
+
+def chapters() -> list[str]:
+    toc = yaml.safe_load((BOOK / "_toc.yml").read_text())
+    return [toc["root"]] + [c["file"] for part in toc["parts"] for c in part["chapters"]]
+
+
+# --- workflows -------------------------------------------------------------------------------
+
+def test_workflows_are_valid_against_githubs_schema():
+    files = sorted(WORKFLOWS.glob("*.yml"))
+    assert [f.name for f in files] == ["checks.yml", "publish.yml"]
+    result = subprocess.run([str(BIN / "check-jsonschema"), "--builtin-schema",
+                             "vendor.github-workflows", *map(str, files)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_workflows_have_no_high_severity_zizmor_findings():
+    result = subprocess.run([str(BIN / "zizmor"), "--offline", "--format", "json",
+                             "--min-severity", "high", str(WORKFLOWS)],
+                            capture_output=True, text=True)
+    findings = json.loads(result.stdout)
+    assert findings == [], json.dumps(findings, indent=1)[:3000]
+    for file in WORKFLOWS.glob("*.yml"):  # every action pinned to a commit, tag in a comment
+        for uses in re.findall(r"uses:\s*(\S+)", file.read_text()):
+            assert re.fullmatch(r"actions/[\w-]+@[0-9a-f]{40}", uses), uses
+
+
+def test_pull_requests_run_the_tests_and_upload_build_reports_on_failure():
+    checks = workflow("checks.yml")
+    assert set(checks[True]) == {"pull_request", "workflow_dispatch"}  # YAML reads `on` as True
+    assert checks["permissions"] == {"contents": "read"}
+    job = checks["jobs"]["tests"]
+    assert job["env"]["CNNBOOK_PROFILE"] == "quick"
+    assert steps_using(job, "actions/setup-python")[0]["with"]["cache"] == "pip"
+    runs = [s.get("run", "") for s in job["steps"]]
+    assert "python -m pip install -r requirements.txt" in runs
+    assert any(r.startswith("pytest") for r in runs)  # includes the strict quick book build
+    (upload,) = steps_using(job, "actions/upload-artifact")
+    assert upload["if"] == "failure()" and "_build/html/reports" in upload["with"]["path"]
+
+
+def test_publish_builds_the_readme_command_with_the_full_profile_and_deploys_to_pages():
+    pages = workflow("publish.yml")
+    assert pages[True]["push"] == {"branches": [BRANCH]} and "workflow_dispatch" in pages[True]
+    assert pages["permissions"] == {}  # nothing by default; each job asks for what it needs
+    assert pages["concurrency"]["group"] == "pages"
+    build, deploy = pages["jobs"]["build"], pages["jobs"]["deploy"]
+    assert build["permissions"] == {"contents": "read"}
+    assert deploy["permissions"] == {"pages": "write", "id-token": "write"}
+    assert deploy["environment"]["name"] == "github-pages"
+    assert deploy["needs"] == "build" and steps_using(deploy, "actions/deploy-pages")
+    assert 150 <= build["timeout-minutes"] <= 360  # a cold full CPU build, under GitHub's 6 h
+    assert build["env"]["CNNBOOK_PROFILE"] == "full"
+
+    readme = (ROOT / "README.md").read_text()
+    first_block = re.search(r"```bash\n(.*?)```", readme, re.S).group(1)
+    commands = [line.split("#")[0].strip() for line in first_block.splitlines()]
+    assert commands == ["pip install -r requirements.txt", "jupyter-book build book/", "pytest"]
+    order = [s.get("uses", "").split("@")[0] or s.get("run") for s in build["steps"]]
+    assert "jupyter-book build book/" in order  # the README's build command, plus the profile
+    assert (order.index("actions/configure-pages") < order.index("jupyter-book build book/")
+            < order.index("actions/upload-pages-artifact"))
+    assert steps_using(build, "actions/upload-pages-artifact")[0]["with"]["path"] == "book/_build/html"
+
+
+def test_publish_caches_data_runs_and_executed_notebooks_without_overwriting():
+    build = workflow("publish.yml")["jobs"]["build"]
+    assert steps_using(build, "actions/setup-python")[0]["with"]["cache"] == "pip"
+    caches = {s["with"]["path"]: s["with"] for s in steps_using(build, "actions/cache")}
+    assert set(caches) == {"~/.keras/datasets", ".cnnbook-cache", "book/_build/.jupyter_cache"}
+    assert build["env"]["CNNBOOK_CACHE"].endswith("/.cnnbook-cache")
+    for path in (".cnnbook-cache", "book/_build/.jupyter_cache"):
+        key, restore = caches[path]["key"], caches[path]["restore-keys"].split()
+        assert "hashFiles(" in key  # keyed on what the entry holds ...
+        prefix = key.split("${{")[0]
+        assert restore == [prefix]  # ... and a new entry starts from the newest old one
+    # a prose-only change must not change what decides the run cache's restore: chapters are in
+    # the key (new runs get saved) but the restore key is the prefix, so old runs come back.
+
+
+# --- notebooks for Colab, Binder and the download button -------------------------------------
+
+def test_committed_launch_notebooks_are_current():
+    folder = ROOT / "notebooks"
+    names = chapters()
+    assert sorted(p.stem for p in folder.glob("*.ipynb")) == sorted(names)
+    for name in names:
+        expected = publish.chapter_notebook(BOOK / f"{name}.md", REPO_URL, BRANCH)
+        assert (folder / f"{name}.ipynb").read_text() == expected, (
+            f"notebooks/{name}.ipynb is stale: run `jupyter-book build book/` (or "
+            f"`python book/_ext/cnnbook_publish.py`) and commit notebooks/")
+
+
+def test_install_cell_installs_the_package_with_its_ranges_from_this_repository():
+    notebook = nbformat.read(ROOT / "notebooks" / "conv_only.ipynb", as_version=4)
+    nbformat.validate(notebook)
+    first = notebook.cells[0]
+    assert first.cell_type == "code" and "cnnbook-install" in first.metadata["tags"]
+    package = f"git+https://github.com/{OWNER}/{NAME}@{BRANCH}#subdirectory=code"
+    assert f'"cnnbook[notebook] @ {package}"' in first.source
+    installs = [line.strip() for line in first.source.splitlines() if "%pip" in line]
+    assert len(installs) == 2 and not [line for line in installs if " -r " in line or "==" in line]
+    # it is IPython that runs the %pip lines inside the `if` blocks: they must become Python
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    python = TransformerManager().transform_cell(first.source)
+    compile(python, "install-cell", "exec")
+    assert python.count("get_ipython().run_line_magic('pip'") == 2
+    # the ranges come from code/pyproject.toml: no exact pins there, and the extra exists
+    project = tomllib.loads((ROOT / "code" / "pyproject.toml").read_text())["project"]
+    for requirement in project["dependencies"] + project["optional-dependencies"]["notebook"]:
+        assert "==" not in requirement, requirement
+    # the other cells are the chapter's, without outputs
+    body = [c for c in notebook.cells[1:] if c.cell_type == "code"]
+    assert body and not any(c.outputs for c in body)
+    assert "import cnnbook" in "\n".join(c.source for c in body)
+
+
+@pytest.mark.book
+def test_a_launch_notebook_runs_top_to_bottom_where_the_package_is_installed(built_book, tmp_path):
+    """What Binder does, and Colab after the install cell: run notebooks/data.ipynb as it is."""
+    _, env, _ = built_book
+    result = subprocess.run([str(BIN / "jupyter"), "nbconvert", "--to", "notebook", "--execute",
+                             str(ROOT / "notebooks" / "data.ipynb"), "--output-dir", str(tmp_path)],
+                            env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    notebook = nbformat.read(tmp_path / "data.ipynb", as_version=4)
+    assert notebook.cells[0].outputs == []  # the package is there: the install cell did nothing
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
+    assert outputs and not [o for o in outputs if o.output_type == "error"
+                            or o.get("name") == "stderr"]
+
+
+def test_a_repository_url_that_is_not_on_github_is_refused_with_the_fix():
+    with pytest.raises(ValueError, match=r"repository.url in book/_config.yml.*OWNER/NAME"):
+        publish.repository_parts("https://gitlab.com/someone")
+
+
+# --- the built site in Chromium ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def site(built_book):
+    """The quick build's HTML served on localhost, as GitHub Pages serves it."""
+    book, _, _ = built_book
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(book / "_build" / "html"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield book, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM, "no Chromium or Chrome found: install one, or set $CHROMIUM to its path"
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+def open_page(browser, url: str):
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url)
+    page.wait_for_load_state("networkidle")
+    return page, errors
+
+
+def links(soup: BeautifulSoup) -> dict[str, str]:
+    """The header buttons: their visible text -> href."""
+    return {a.get_text(" ", strip=True): a["href"]
+            for a in soup.select(".article-header-buttons a[href]")}
+
+
+@pytest.mark.book
+def test_buttons_point_at_the_repository_colab_binder_and_downloads(site, browser):
+    book, base = site
+    page, errors = open_page(browser, f"{base}/conv_only.html")
+    soup = BeautifulSoup(page.content(), "html.parser")
+    buttons = links(soup)
+    assert set(buttons) == {"Repository", "Suggest edit", "Open issue", "Colab", "Binder",
+                            ".ipynb", ".md"}, buttons
+    assert buttons["Repository"] == REPO_URL
+    assert buttons["Open issue"].startswith(f"{REPO_URL}/issues/new")
+    assert buttons["Suggest edit"] == f"{REPO_URL}/edit/{BRANCH}/book/conv_only.md"
+
+    notebook = "notebooks/conv_only.ipynb"
+    assert buttons["Colab"] == (f"https://colab.research.google.com/github/{OWNER}/{NAME}"
+                                      f"/blob/{BRANCH}/{notebook}")
+    assert (ROOT / notebook).is_file()  # the Colab link's path exists in this repository
+    binder = buttons["Binder"]
+    assert binder == f"https://mybinder.org/v2/gh/{OWNER}/{NAME}/{BRANCH}?urlpath=lab/tree/{notebook}"
+    assert nbformat.reads((book.parent / notebook).read_text(), as_version=4).cells  # built too
+
+    # the download buttons return the files: the executed notebook and the MyST source
+    ipynb = page.request.get(f"{base}/{buttons['.ipynb'].lstrip('./')}")
+    assert ipynb.status == 200
+    downloaded = nbformat.reads(ipynb.text(), as_version=4)
+    assert "cnnbook-install" in downloaded.cells[0].metadata["tags"]
+    outputs = json.dumps([c.get("outputs", []) for c in downloaded.cells])
+    assert "1,191,502" in outputs  # executed: the model summary is in it
+    assert "cnnbook package and settings" not in ipynb.text()  # no build-cache comment
+    md = page.request.get(f"{base}/{buttons['.md'].lstrip('./')}")
+    assert md.status == 200 and "```{code-cell}" in md.text()
+    assert md.text() == (book / "conv_only.md").read_text()
+    assert not errors, errors
+    page.close()
+
+
+@pytest.mark.book
+def test_site_has_logo_favicon_link_preview_numbering_and_built_with_line(site, browser):
+    _, base = site
+    page, errors = open_page(browser, f"{base}/conv_only.html")
+    soup = BeautifulSoup(page.content(), "html.parser")
+    icon = soup.select_one('link[rel="icon"]')
+    assert icon and page.request.get(f"{base}/{icon['href']}").status == 200
+    logo = soup.select_one("img.logo__image")
+    assert logo and logo.get("alt") and page.request.get(f"{base}/{logo['src']}").status == 200
+    description = soup.select_one('meta[name="description"]')["content"]
+    assert soup.select_one('meta[property="og:description"]')["content"] == description
+    assert "convolution" in description.lower() and 40 < len(description) <= 205
+    assert soup.select_one('meta[property="og:site_name"]')["content"] == CONFIG["title"]
+    assert soup.select_one('meta[property="og:url"]')["content"] == (
+        f"https://{OWNER}.github.io/{NAME}/conv_only.html")
+    nav = [a.get_text(" ", strip=True) for a in soup.select("nav.bd-links a")]
+    assert any(re.match(r"^2\. ", text) for text in nav), nav  # chapters are numbered
+    footer = soup.select_one(".cnnbook-built-with").get_text(" ", strip=True)
+    assert re.fullmatch(r"Last built \d{4}-\d\d-\d\d with profile quick on .+, \d+ cores, .+\.",
+                        footer), footer
+    assert not errors, errors
+    page.close()
+
+
+@pytest.mark.book
+def test_search_finds_the_chapters(site, browser):
+    _, base = site
+    page, errors = open_page(browser, f"{base}/search.html?q=pooling")
+    page.wait_for_selector("#search-results ul.search li", timeout=30_000)
+    found = {a["href"].split("?")[0].split("#")[0]
+             for a in BeautifulSoup(page.content(), "html.parser").select("#search-results a")}
+    assert "max_pooling.html" in found, found
+    assert not errors, errors
+    page.close()
