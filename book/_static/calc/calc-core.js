@@ -8,9 +8,10 @@
  * (book/_ext/cnnbook_calc.py). Errors are CalcError: the Python ValueError's message, plus the
  * layer index and field it is about, so a widget can show it next to that field.
  *
- * One check is the browser's own: a whole number above MAX_FIELD (2,147,483,647, the largest
- * size a TensorFlow tensor dimension takes) is "absurdly large". It keeps every double below
- * 1e300, so no result is ever Infinity or NaN.
+ * Checks that are the browser's own: a whole number above MAX_FIELD (2,147,483,647 = 2^31 - 1, far
+ * past any real layer) is "absurdly large", and a machine's numbers (cores, clock, FLOPs per cycle,
+ * bandwidth) are checked too (Python's Machine takes them as given). Together they keep every
+ * double below 1e300, so no result is ever Infinity or NaN.
  */
 (function (root) {
   "use strict";

@@ -375,7 +375,7 @@
       const row = this.layers[j];
       row.type = type;
       row.values = { ...NEW_LAYER[type] };
-      if (!row.nameFixed) row.name = "";
+      row.name = "";  // named by its new type and position
       this.render();
     }
 
