@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-per-class", type=int, metavar="N",
                    help="override the profile's test images per class")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bf16", action="store_true",
+                   help="train in bfloat16 mixed precision (a separate cached run; for CPUs with "
+                   "AVX512_BF16 or AMX, and recent GPUs); default: float32")
     p.add_argument("--cache-dir", help=f"default: ${data.CACHE_ENV}, else ~/.cache/cnnbook")
     p.add_argument("--force", action="store_true", help="train again even if the run is cached")
     args = parser.parse_args(argv)
@@ -42,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         result = train.train(args.model, profile, data_source=args.data, epochs=args.epochs,
                              train_per_class=args.train_per_class,
                              test_per_class=args.test_per_class, seed=args.seed,
+                             precision="mixed_bfloat16" if args.bf16 else "float32",
                              force=args.force, cache_dir=args.cache_dir)
     except (data.DataError, train.ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
