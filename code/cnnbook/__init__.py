@@ -1,4 +1,4 @@
-"""Helper package of the CIFAR-10 CNN course book: data, models, training runs.
+"""Helper package of the CIFAR-10 CNN course book: data, models, training runs, calculators.
 
 Chapters import it one way::
 
@@ -38,7 +38,7 @@ if "tensorflow" not in sys.modules:
     with _stderr_silenced():
         import tensorflow  # noqa: F401  (absl prints "oneDNN custom operations are on" at import)
 
-from . import data, models, report, train  # noqa: E402
+from . import calc, data, models, report, train  # noqa: E402
 
-__all__ = ["data", "models", "report", "train"]
+__all__ = ["calc", "data", "models", "report", "train"]
 __version__ = "0.1.0"

@@ -42,6 +42,36 @@ ASSIGNMENT = {
 }
 
 
+# The assignment's AlexNet table (its last part), row by row as it prints it: layer, the shape it gives,
+# "Memory" (a count of values) and "Parameters"; then its stated totals and its Method 1 time estimate.
+ASSIGNMENT_ALEXNET = {
+    "rows": [
+        ("Input", "227x227x3", 154_587, 0),
+        ("Conv1", "55x55x96", 290_400, 11_616),
+        ("Maxpool", "27x27x96", 69_984, 0),
+        ("Norm Layer", "27x27x96", 69_984, 0),
+        ("Conv2", "27x27x256", 186_624, 6_400),
+        ("Maxpool", "13x13x256", 43_264, 0),
+        ("Norm Layer", "13x13x256", 43_264, 0),
+        ("Conv3", "13x13x384", 64_896, 3_456),
+        ("Conv4", "13x13x384", 64_896, 3_456),
+        ("Conv5", "13x13x256", 43_264, 2_304),
+        ("Maxpool", "6x6x256", 9_216, 0),
+        ("FC6", "6x6x256x4096", 4_096, 37_748_736),
+        ("FC7", "4096x4096", 4_096, 16_777_216),
+        ("FC6", "1000x4096", 1_000, 4_096_000),  # sic: the last row is FC8
+    ],
+    "total_parameters": 58_649_184,
+    "total_memory_values": 1_049_751,
+    "total_memory_mb": 4.2,
+    # Method 1: a "clock speed available" of 2.5 GHz (peak 3.06 GHz, 2 cores), 15 epochs = 30 passes,
+    # 1,049,751 "instructions" per pass, 10,000 images; about 126 s on one core, 40-60 s on all.
+    "method1": {"peak_ghz": 3.06, "clock_ghz": 2.5, "epochs": 15, "passes": 30, "images": 10_000,
+                "memory_mb_total": 126, "instructions": 31_492_530, "seconds_per_image": 0.012597,
+                "seconds": 126, "seconds_all_cores": (40, 60)},
+}
+
+
 def show_source(obj) -> Markdown:
     """The source code of a function from the package, shown as a highlighted code block."""
     return Markdown(f"```python\n{inspect.getsource(obj).rstrip()}\n```")

@@ -1,0 +1,551 @@
+"""Calculators: a network's shapes, parameters, memory and FLOPs, and how long training takes.
+
+A model is a list of layer specs, plain dicts that JSON and the browser widgets read as well::
+
+    {"type": "input", "shape": [227, 227, 3]}
+    {"type": "conv", "filters": 96, "kernel": 11, "stride": 4, "padding": "valid", "groups": 1}
+    {"type": "maxpool", "pool": 3, "stride": 2, "padding": "valid"}
+    {"type": "lrn", "size": 5}
+    {"type": "flatten"}
+    {"type": "dense", "units": 4096}
+
+``padding`` is ``"valid"``, ``"same"`` (Keras's meaning) or a whole number of zeros added on every
+side. Conventions: one multiply-accumulate (MAC) counts as 2 FLOPs; MACs count the convolutions and
+dense layers only (pooling comparisons, normalization, biases and ReLUs add well under 1 %).
+Activations count the values a layer stores: the input counts, a flatten (a reshape) stores none.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+DTYPE_BYTES = {"float64": 8, "float32": 4, "bfloat16": 2, "float16": 2, "int8": 1}
+OPTIMIZER_SLOTS = {"sgd": 0, "momentum": 1, "adam": 2}  # values of state kept per parameter
+LAYER_TYPES = ("input", "conv", "maxpool", "lrn", "flatten", "dense")
+_FIELDS = {  # required fields, then optional fields with their defaults
+    "input": ({"shape"}, {}),
+    "conv": ({"filters", "kernel"}, {"stride": 1, "padding": "valid", "groups": 1, "bias": True}),
+    "maxpool": ({"pool"}, {"stride": None, "padding": "valid"}),  # stride defaults to the pool size
+    "lrn": (set(), {"size": 5}),
+    "flatten": (set(), {}),
+    "dense": ({"units"}, {"bias": True}),
+}
+
+
+# --------------------------------------------------------------------------------------- presets
+def _conv(name, filters, kernel, stride=1, padding="valid", groups=1):
+    return {"type": "conv", "name": name, "filters": filters, "kernel": kernel, "stride": stride,
+            "padding": padding, "groups": groups}
+
+
+def _pool(name, pool=3, stride=2):
+    return {"type": "maxpool", "name": name, "pool": pool, "stride": stride, "padding": "valid"}
+
+
+def _dense(name, units):
+    return {"type": "dense", "name": name, "units": units}
+
+
+# The assignment's AlexNet (CS231n's simplified listing): one tower, 227x227x3 input,
+# pooling before each normalization. 62,378,344 parameters.
+ALEXNET = [
+    {"type": "input", "name": "input", "shape": [227, 227, 3]},
+    _conv("conv1", 96, 11, stride=4),                # 55x55x96
+    _pool("pool1"),                                  # 27x27x96
+    {"type": "lrn", "name": "norm1", "size": 5},
+    _conv("conv2", 256, 5, padding=2),               # 27x27x256
+    _pool("pool2"),                                  # 13x13x256
+    {"type": "lrn", "name": "norm2", "size": 5},
+    _conv("conv3", 384, 3, padding=1),               # 13x13x384
+    _conv("conv4", 384, 3, padding=1),               # 13x13x384
+    _conv("conv5", 256, 3, padding=1),               # 13x13x256
+    _pool("pool3"),                                  # 6x6x256
+    {"type": "flatten", "name": "flatten"},          # 9216
+    _dense("fc6", 4096),
+    _dense("fc7", 4096),
+    _dense("fc8", 1000),                             # class scores
+]
+
+# Krizhevsky, Sutskever & Hinton (2012), split over two GPUs: conv2, conv4 and conv5 see only the
+# half of the channels on their own GPU (groups=2); normalization comes before pooling.
+# 60,965,224 parameters.
+ALEXNET_GROUPED = [
+    {"type": "input", "name": "input", "shape": [227, 227, 3]},
+    _conv("conv1", 96, 11, stride=4),                # 55x55x96 (48 per GPU)
+    {"type": "lrn", "name": "norm1", "size": 5},
+    _pool("pool1"),                                  # 27x27x96
+    _conv("conv2", 256, 5, padding=2, groups=2),     # 27x27x256
+    {"type": "lrn", "name": "norm2", "size": 5},
+    _pool("pool2"),                                  # 13x13x256
+    _conv("conv3", 384, 3, padding=1),               # 13x13x384 (crosses the GPUs)
+    _conv("conv4", 384, 3, padding=1, groups=2),     # 13x13x384
+    _conv("conv5", 256, 3, padding=1, groups=2),     # 13x13x256
+    _pool("pool3"),                                  # 6x6x256
+    {"type": "flatten", "name": "flatten"},
+    _dense("fc6", 4096),
+    _dense("fc7", 4096),
+    _dense("fc8", 1000),
+]
+
+
+def presets() -> dict[str, list[dict]]:
+    """Every named architecture: the two AlexNets and the book's CIFAR-10 CNNs (read from Keras)."""
+    from . import models
+
+    return {
+        "alexnet": [dict(layer) for layer in ALEXNET],  # the assignment's AlexNet, 62,378,344
+        "alexnet_grouped": [dict(layer) for layer in ALEXNET_GROUPED],  # two GPUs, 60,965,224
+        "conv": from_keras(models.build_model("conv")),  # variant 1, 1,191,502 parameters
+        "pool": from_keras(models.build_model("pool")),  # variant 2, 589,390 parameters
+    }
+
+
+PRESET_TITLES = {
+    "alexnet": "AlexNet as the assignment lists it",
+    "alexnet_grouped": "AlexNet as published (two GPUs, grouped convolutions)",
+    "conv": "CIFAR-10 variant 1: only convolutions",
+    "pool": "CIFAR-10 variant 2: convolutions + max pooling",
+}
+
+
+# ------------------------------------------------------------------------------ layer arithmetic
+def _whole(value, what: str, *, minimum: int = 1) -> int:
+    """``value`` as an int of at least ``minimum``, or a ValueError naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{what} must be a whole number, got {value!r}.")
+    if value < minimum:
+        bound = "positive" if minimum == 1 else f"at least {minimum}"
+        raise ValueError(f"{what} must be {bound}, got {value}.")
+    return int(value)
+
+
+def _window(size: int, kernel: int, stride: int, padding, where: str) -> int:
+    """Output length of a sliding window along one axis (Keras's rules for valid and same)."""
+    if padding == "same":
+        return -(-size // stride)
+    padded = size + 2 * padding
+    if kernel > padded:
+        raise ValueError(
+            f"{where}: kernel {kernel} is larger than its padded input {padded} "
+            f"({size} + 2 x {padding} padding); use a smaller kernel, more padding or padding 'same'.")
+    return (padded - kernel) // stride + 1
+
+
+def _check_fields(spec, where: str) -> dict:
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where}: a layer must be a dict with a 'type', got {spec!r}.")
+    kind = spec.get("type")
+    if kind not in _FIELDS:
+        raise ValueError(f"{where}: unknown layer type {kind!r}; use one of {', '.join(LAYER_TYPES)}.")
+    required, optional = _FIELDS[kind]
+    missing = required - spec.keys()
+    if missing:
+        raise ValueError(f"{where}: a {kind} layer needs {', '.join(sorted(missing))}.")
+    unknown = spec.keys() - required - optional.keys() - {"type", "name"}
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {', '.join(sorted(unknown))} for a {kind} layer.")
+    return {**optional, **spec}
+
+
+def _padding(value, where: str):
+    if value in ("valid", "same"):
+        return 0 if value == "valid" else "same"
+    if isinstance(value, str):
+        raise ValueError(f"{where}: unknown padding {value!r}; use 'valid', 'same' or a whole number.")
+    return _whole(value, f"{where}: padding", minimum=0)
+
+
+def layer_rows(layers: list[dict], dtype: str = "float32") -> list[dict]:
+    """One row per layer: output shape, weights, biases, activations, MACs and FLOPs per image."""
+    if dtype not in DTYPE_BYTES:
+        raise ValueError(f"Unknown dtype {dtype!r}; use one of {', '.join(DTYPE_BYTES)}.")
+    size = DTYPE_BYTES[dtype]
+    if not isinstance(layers, (list, tuple)) or not layers:
+        raise ValueError("A model is a non-empty list of layer specs, starting with an input layer.")
+    rows, shape = [], None
+    for index, raw in enumerate(layers):
+        where = f"layer {index}"
+        spec = _check_fields(raw, where)
+        name = spec.get("name") or f"{spec['type']}{index}"
+        where = f"layer {index} ({name})"
+        kind = spec["type"]
+        weights = biases = macs = 0
+        if (kind == "input") != (index == 0):
+            raise ValueError(f"{where}: the first layer, and only the first, must be an input layer.")
+        if kind == "input":
+            dims = spec["shape"]
+            if not isinstance(dims, (list, tuple)) or len(dims) not in (1, 3):
+                raise ValueError(f"{where}: shape must be [height, width, channels] or [features], "
+                                 f"got {dims!r}.")
+            shape = tuple(_whole(d, f"{where}: shape") for d in dims)
+        elif kind == "flatten":
+            shape = (int(np.prod(shape)),)
+        elif kind == "dense":
+            if len(shape) != 1:
+                raise ValueError(f"{where}: a dense layer needs a flat input but gets {_fmt(shape)}; "
+                                 "add a flatten layer before it.")
+            units = _whole(spec["units"], f"{where}: units")
+            weights, biases = shape[0] * units, units if spec["bias"] else 0
+            macs = shape[0] * units
+            shape = (units,)
+        else:  # conv, maxpool, lrn: they need height x width x channels
+            if len(shape) != 3:
+                raise ValueError(f"{where}: a {kind} layer needs a height x width x channels input, "
+                                 f"got {_fmt(shape)}.")
+            h, w, c = shape
+            if kind == "lrn":
+                _whole(spec["size"], f"{where}: size")
+            else:
+                key = "kernel" if kind == "conv" else "pool"
+                k = _whole(spec[key], f"{where}: {key}")
+                s = _whole(spec["stride"] if spec["stride"] is not None else k, f"{where}: stride")
+                p = _padding(spec["padding"], where)
+                oh, ow = _window(h, k, s, p, where), _window(w, k, s, p, where)
+                if kind == "maxpool":
+                    shape = (oh, ow, c)
+                else:
+                    f = _whole(spec["filters"], f"{where}: filters")
+                    g = _whole(spec["groups"], f"{where}: groups")
+                    if c % g or f % g:
+                        raise ValueError(f"{where}: groups {g} must divide both the input channels "
+                                         f"({c}) and the filters ({f}).")
+                    weights, biases = k * k * (c // g) * f, f if spec["bias"] else 0
+                    macs = oh * ow * f * k * k * (c // g)
+                    shape = (oh, ow, f)
+        values = 0 if kind == "flatten" else int(np.prod(shape))  # a reshape stores nothing new
+        rows.append({"layer": name, "type": kind, "output": _fmt(shape), "shape": shape,
+                     "weights": weights, "biases": biases, "params": weights + biases,
+                     "activations": values, "macs": macs, "flops": 2 * macs,
+                     "activation_bytes": values * size, "param_bytes": (weights + biases) * size})
+    return rows
+
+
+def _fmt(shape) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+@dataclass
+class Summary:
+    """What :func:`analyze` returns: a per-layer table and the model's totals."""
+
+    table: pd.DataFrame
+    totals: dict
+    dtype: str
+
+    def _repr_html_(self):  # a notebook shows the table
+        return self.styled()._repr_html_()
+
+    def styled(self):
+        """The table with thousands separators and a totals row, for a page."""
+        shown = self.table.drop(columns=["shape"])
+        total = {c: self.totals[c] for c in shown.columns if c in self.totals}
+        shown = pd.concat([shown, pd.DataFrame([{"layer": "total", "type": "", "output": "", **total}])],
+                          ignore_index=True)
+        numbers = [c for c in shown.columns if c not in ("layer", "type", "output")]
+        return shown.style.format("{:,.0f}", subset=numbers, na_rep="").hide(axis="index")
+
+
+def analyze(layers: list[dict], dtype: str = "float32") -> Summary:
+    """Per-layer table and totals of a model given as layer specs (see the module docstring)."""
+    table = pd.DataFrame(layer_rows(layers, dtype))
+    sums = ["weights", "biases", "params", "activations", "macs", "flops", "activation_bytes",
+            "param_bytes"]
+    totals = {c: int(table[c].sum()) for c in sums}
+    totals["output"] = table["output"].iloc[-1]
+    return Summary(table=table, totals=totals, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------- training memory
+def training_memory(layers: list[dict], *, batch_size: int, optimizer: str = "adam",
+                    dtype: str = "float32") -> pd.Series:
+    """Bytes needed to train one step: weights, gradients, optimizer state, activations, input.
+
+    The activations are every layer's output for the whole batch, kept for the backward pass
+    (a framework may keep a little more, e.g. pre-activation values, or recompute some).
+    """
+    batch_size = _whole(batch_size, "batch_size")
+    if optimizer not in OPTIMIZER_SLOTS:
+        raise ValueError(f"Unknown optimizer {optimizer!r}; use one of {', '.join(OPTIMIZER_SLOTS)}.")
+    table = analyze(layers, dtype).table
+    size = DTYPE_BYTES[dtype]
+    params = int(table["params"].sum())
+    return pd.Series({
+        "weights": params * size,
+        "gradients": params * size,
+        "optimizer state": params * size * OPTIMIZER_SLOTS[optimizer],
+        "activations": int(table["activations"].iloc[1:].sum()) * size * batch_size,
+        "input batch": int(table["activations"].iloc[0]) * size * batch_size,
+    }, name="bytes")
+
+
+def largest_batch(layers: list[dict], ram_bytes: int, *, optimizer: str = "adam",
+                  dtype: str = "float32") -> int:
+    """The largest batch whose training memory fits in ``ram_bytes`` (0 if not even one image)."""
+    one = training_memory(layers, batch_size=1, optimizer=optimizer, dtype=dtype)
+    fixed = int(one[["weights", "gradients", "optimizer state"]].sum())
+    per_image = int(one[["activations", "input batch"]].sum())
+    return max(0, (int(ram_bytes) - fixed) // per_image)
+
+
+# --------------------------------------------------------------------------------- time estimate
+@dataclass(frozen=True)
+class Machine:
+    """A processor's float32 peak and memory bandwidth, with where the numbers come from."""
+
+    name: str
+    cores: int
+    clock_ghz: float
+    flops_per_cycle: int  # float32 FLOPs per core per cycle at full vector width
+    bandwidth_gbs: float  # main memory, GB/s
+    source: str
+
+    @property
+    def peak_flops(self) -> float:
+        return self.cores * self.clock_ghz * 1e9 * self.flops_per_cycle
+
+
+# First-generation Core i3 (Clarkdale, 32 nm, 2010): 2 cores / 4 threads, no Turbo Boost, SSE4.2 but no
+# AVX. A core issues one 128-bit SSE multiply and one 128-bit SSE add per cycle: 4 + 4 = 8 float32
+# FLOPs. Memory: two DDR3-1333 channels x 8 bytes x 1333 MT/s = 21.3 GB/s.
+_I3 = "Intel ARK (Core i3-{} product page: clock, cores, threads, SSE4.2, DDR3-1333 x 2 channels)"
+MACHINES = {
+    "i3-530": Machine("Core i3-530", 2, 2.93, 8, 21.3, _I3.format(530)),
+    "i3-540": Machine("Core i3-540", 2, 3.06, 8, 21.3, _I3.format(540)),
+    "i3-550": Machine("Core i3-550", 2, 3.20, 8, 21.3, _I3.format(550)),
+    "i3-560": Machine("Core i3-560", 2, 3.33, 8, 21.3, _I3.format(560)),
+    # Colab's usual free GPU: NVIDIA T4 datasheet, 8.1 TFLOP/s float32 (2,560 cores x 1.59 GHz x 2),
+    # 320 GB/s GDDR6.
+    "t4": Machine("NVIDIA T4 (Colab)", 40, 1.59, 128, 320.0,
+                  "NVIDIA T4 datasheet: 8.1 TFLOP/s float32, 320 GB/s (40 SMs x 64 FP32 lanes x 2)"),
+}
+
+
+def build_machine() -> Machine:
+    """This computer, read from the operating system (Linux /proc/cpuinfo where available)."""
+    info = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        pass
+    model = re.search(r"model name\s*:\s*(.+)", info)
+    name = model.group(1).strip() if model else (platform.processor() or platform.machine())
+    mhz = re.search(r"cpu MHz\s*:\s*([\d.]+)", info)
+    ghz = re.search(r"@\s*([\d.]+)\s*GHz", name)
+    clock = float(ghz.group(1)) if ghz else (float(mhz.group(1)) / 1000 if mhz else 2.0)
+    found = re.search(r"flags\s*:\s*(.+)", info)
+    flags = set(found.group(1).split()) if found else set()
+    # Two vector FMA units per core on server cores: width x 2 (multiply + add) x 2 units.
+    if "avx512f" in flags:
+        per_cycle, isa = 64, "AVX-512 FMA"
+    elif {"avx2", "fma"} <= flags:
+        per_cycle, isa = 32, "AVX2 FMA"
+    elif "avx" in flags:
+        per_cycle, isa = 16, "AVX"
+    else:
+        per_cycle, isa = 8, "SSE"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return Machine(f"{name} (this build)", cores, round(clock, 2), per_cycle, 0.0,
+                   f"read from /proc/cpuinfo: {cores} cores at {clock:.2f} GHz, {isa} "
+                   f"(assumes two FMA units); memory bandwidth not measured")
+
+
+def training_flops_per_image(layers: list[dict]) -> int:
+    """FLOPs to train on one image: the forward pass plus a backward pass of about twice as much.
+
+    The backward pass of a convolution or dense layer computes two products of the forward's size:
+    the gradient with respect to its input and with respect to its weights. The first layer does not
+    need the first one, and pooling, ReLU and normalization cost differently, so 3x is a rule.
+    """
+    return 3 * analyze(layers).totals["flops"]
+
+
+def estimate_epoch_seconds(layers: list[dict], images: int, flops_per_second: float,
+                           *, validation_images: int = 0) -> float:
+    """Seconds per epoch at a sustained FLOP/s: training images plus a forward pass over validation."""
+    if flops_per_second <= 0:
+        raise ValueError(f"flops_per_second must be positive, got {flops_per_second}.")
+    forward = analyze(layers).totals["flops"]
+    return (images * 3 * forward + validation_images * forward) / flops_per_second
+
+
+def estimate_training(layers: list[dict], machine: Machine, *, images: int, epochs: int,
+                      efficiency: float = 0.5, batch_size: int = 32, optimizer: str = "adam",
+                      dtype: str = "float32") -> dict:
+    """Training time on ``machine``: FLOPs over sustained FLOP/s, beside a memory-traffic bound.
+
+    Sustained FLOP/s = cores x clock x FLOPs per cycle x ``efficiency`` (how much of the peak the
+    convolution code reaches). The memory bound is a lower limit on the traffic: each activation
+    written and read once forward and once backward, the weights read twice, their gradients written,
+    and the optimizer reading and writing weights and state once per batch.
+    """
+    images, epochs = _whole(images, "images"), _whole(epochs, "epochs")
+    if not 0 < efficiency <= 1:
+        raise ValueError(f"efficiency must be in (0, 1], got {efficiency}.")
+    summary = analyze(layers, dtype)
+    size = DTYPE_BYTES[dtype]
+    flops = images * epochs * 3 * summary.totals["flops"]
+    sustained = machine.peak_flops * efficiency
+    compute_s = flops / sustained
+    slots = OPTIMIZER_SLOTS[optimizer]
+    per_image = 4 * summary.totals["activations"] * size
+    per_batch = summary.totals["params"] * size * (6 + 2 * slots)
+    traffic = images * epochs * per_image + -(-images // batch_size) * epochs * per_batch
+    memory_s = traffic / (machine.bandwidth_gbs * 1e9) if machine.bandwidth_gbs else 0.0
+    return {"machine": machine.name, "training_flops": flops, "peak_flops": machine.peak_flops,
+            "sustained_flops": sustained, "compute_seconds": compute_s, "traffic_bytes": traffic,
+            "memory_seconds": memory_s, "seconds": max(compute_s, memory_s),
+            "bound": "compute" if compute_s >= memory_s else "memory"}
+
+
+# ------------------------------------------------------------------------------------- to Keras
+def to_keras(layers: list[dict], name: str = "from_specs"):
+    """The same model in Keras (explicit padding becomes a ZeroPadding2D before the layer)."""
+    import keras
+
+    layer_rows(layers)  # validate first: a clear ValueError rather than a Keras one
+    model = keras.Sequential(name=name)
+    for index, raw in enumerate(layers):
+        spec = _check_fields(raw, f"layer {index}")
+        kind, lname = spec["type"], spec.get("name") or f"{spec['type']}{index}"
+        if kind == "input":
+            model.add(keras.Input(shape=tuple(spec["shape"])))
+            continue
+        if kind in ("conv", "maxpool") and spec["padding"] not in ("valid", "same") and spec["padding"]:
+            model.add(keras.layers.ZeroPadding2D(spec["padding"], name=f"{lname}_pad"))
+        padding = "same" if spec.get("padding") == "same" else "valid"
+        if kind == "conv":
+            model.add(keras.layers.Conv2D(spec["filters"], spec["kernel"], strides=spec["stride"],
+                                          padding=padding, groups=spec["groups"],
+                                          use_bias=spec["bias"], activation="relu", name=lname))
+        elif kind == "maxpool":
+            model.add(keras.layers.MaxPooling2D(spec["pool"], strides=spec["stride"], padding=padding,
+                                                name=lname))
+        elif kind == "lrn":
+            model.add(LocalResponseNorm(spec["size"], name=lname))
+        elif kind == "flatten":
+            model.add(keras.layers.Flatten(name=lname))
+        else:
+            model.add(keras.layers.Dense(spec["units"], use_bias=spec["bias"], name=lname,
+                                         activation="relu" if index < len(layers) - 1 else None))
+    return model
+
+
+def from_keras(model) -> list[dict]:
+    """Layer specs of a Keras Sequential model of Conv2D, MaxPooling2D, Flatten and Dense layers."""
+    import keras
+
+    specs = [{"type": "input", "name": "input", "shape": list(model.input_shape[1:])}]
+    pad, counts = 0, {}
+    for layer in model.layers:
+        cfg = layer.get_config()
+        if isinstance(layer, keras.layers.ZeroPadding2D):
+            (top, bottom), (left, right) = cfg["padding"]
+            if len({top, bottom, left, right}) != 1:
+                raise ValueError(f"{layer.name}: only equal padding on all sides is supported.")
+            pad = top
+            continue
+        padding = pad or cfg.get("padding")
+        pad = 0
+        if isinstance(layer, keras.layers.Conv2D):
+            specs.append(_conv(layer.name, cfg["filters"], _square(cfg["kernel_size"], layer),
+                               _square(cfg["strides"], layer), padding, cfg["groups"]))
+            specs[-1]["bias"] = cfg["use_bias"]
+        elif isinstance(layer, keras.layers.MaxPooling2D):
+            specs.append({"type": "maxpool", "name": layer.name, "pool": _square(cfg["pool_size"], layer),
+                          "stride": _square(cfg["strides"], layer), "padding": padding})
+        elif isinstance(layer, LocalResponseNorm):
+            specs.append({"type": "lrn", "name": layer.name, "size": cfg["size"]})
+        elif isinstance(layer, keras.layers.Flatten):
+            specs.append({"type": "flatten", "name": layer.name})
+        elif isinstance(layer, keras.layers.Dense):
+            specs.append({"type": "dense", "name": layer.name, "units": cfg["units"],
+                          "bias": cfg["use_bias"]})
+        else:
+            raise ValueError(f"{layer.name}: {type(layer).__name__} layers are not supported.")
+        # Stable names (conv1, pool1, fc1, ...) rather than Keras's session-wide counters.
+        prefix = {"conv": "conv", "maxpool": "pool", "dense": "fc"}.get(specs[-1]["type"], specs[-1]["type"])
+        counts[prefix] = counts.get(prefix, 0) + 1
+        specs[-1]["name"] = f"{prefix}{counts[prefix]}" if prefix != "flatten" else "flatten"
+    return specs
+
+
+def _square(pair, layer) -> int:
+    if len(set(pair)) != 1:
+        raise ValueError(f"{layer.name}: only square kernels, pools and strides are supported, "
+                         f"got {pair}.")
+    return int(pair[0])
+
+
+def _lrn_layer_class():
+    import keras
+    import tensorflow as tf
+
+    @keras.saving.register_keras_serializable(package="cnnbook")
+    class LocalResponseNorm(keras.layers.Layer):
+        """AlexNet's local response normalization across ``size`` neighbouring channels."""
+
+        def __init__(self, size: int = 5, **kwargs):
+            super().__init__(**kwargs)
+            self.size = size
+
+        def call(self, x):
+            return tf.nn.local_response_normalization(x, depth_radius=self.size // 2, bias=2.0,
+                                                      alpha=1e-4, beta=0.75)
+
+        def compute_output_shape(self, input_shape):
+            return input_shape
+
+        def get_config(self):
+            return {**super().get_config(), "size": self.size}
+
+    return LocalResponseNorm
+
+
+LocalResponseNorm = _lrn_layer_class()
+
+
+# ------------------------------------------------------------------------------------ measuring
+def measure_training(layers: list[dict], *, batch_size: int = 8, steps: int = 5, warmup: int = 2,
+                     seed: int = 0) -> dict:
+    """Time real Keras training steps of a model on random images: the median step after warm-up.
+
+    Returns seconds per step, images per second and the achieved FLOP/s (the calculator's training
+    FLOPs per image x images per second).
+    """
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = to_keras(layers, name="measured")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    shape = tuple(layers[0]["shape"])
+    rng = np.random.default_rng(seed)
+    x = rng.random((batch_size, *shape), dtype=np.float32)
+    y = rng.integers(0, layers[-1]["units"], size=(batch_size, 1))
+    times = []
+    for step in range(warmup + steps):
+        start = time.perf_counter()
+        model.train_on_batch(x, y)
+        if step >= warmup:
+            times.append(time.perf_counter() - start)
+    step_s = statistics.median(times)
+    per_image = training_flops_per_image(layers)
+    return {"batch_size": batch_size, "steps": steps, "warmup": warmup, "step_seconds": step_s,
+            "images_per_second": batch_size / step_s,
+            "achieved_flops": per_image * batch_size / step_s}
+
+
+def machines_table(machines: dict[str, Machine] | None = None) -> pd.DataFrame:
+    """The machine presets as a table: cores, clock, FLOPs per cycle, peak GFLOP/s, bandwidth."""
+    machines = machines or {**MACHINES, "build": build_machine()}
+    rows = [{**asdict(m), "peak GFLOP/s": m.peak_flops / 1e9} for m in machines.values()]
+    return pd.DataFrame(rows, index=list(machines)).drop(columns=["name"])

@@ -1,0 +1,247 @@
+"""The calculators agree with Keras, reproduce the AlexNet figures, and reject bad input by name."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cnnbook import calc, models, report
+
+PRESETS = calc.presets()
+
+
+def keras_rows(layers):
+    """(name, output shape, parameters) of every spec layer, read from the Keras model."""
+    model = calc.to_keras(layers)
+    rows = []
+    for spec in layers[1:]:
+        layer = model.get_layer(spec["name"])
+        rows.append((spec["name"], tuple(layer.output.shape[1:]), layer.count_params()))
+    return model.count_params(), rows
+
+
+def calc_rows(layers):
+    table = calc.analyze(layers).table
+    return int(table["params"].sum()), list(zip(table["layer"][1:], table["shape"][1:],
+                                                table["params"][1:]))
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_agrees_with_keras(name):
+    assert calc_rows(PRESETS[name]) == keras_rows(PRESETS[name])
+
+
+@pytest.mark.parametrize("name, expected", [("conv", 1_191_502), ("pool", 589_390)])
+def test_cifar_presets_are_the_book_models(name, expected):
+    summary = calc.analyze(PRESETS[name])
+    assert summary.totals["params"] == models.build_model(name).count_params() == expected
+    assert summary.totals["output"] == "10"
+
+
+def test_assignment_alexnet_totals():
+    totals = calc.analyze(PRESETS["alexnet"]).totals
+    assert totals["params"] == 62_378_344
+    assert totals["weights"] == 62_367_776
+    assert totals["biases"] == 10_568
+    assert totals["macs"] == 1_135_256_096  # normalization layers add no MACs
+    assert totals["flops"] == 2 * 1_135_256_096
+
+
+def test_grouped_alexnet_totals():
+    table = calc.analyze(PRESETS["alexnet_grouped"]).table.set_index("layer")
+    assert table["params"].sum() == 60_965_224
+    assert table.loc["conv2", "weights"] == 5 * 5 * 48 * 256  # each filter sees one GPU's 48 channels
+    assert table.loc["conv3", "weights"] == 3 * 3 * 256 * 384  # conv3 crosses the GPUs
+
+
+def test_assignment_activation_rows_match_the_calculator():
+    """The assignment's per-row counts are right; its stated total is not their sum."""
+    table = calc.analyze(PRESETS["alexnet"]).table
+    listed = [row[2] for row in report.ASSIGNMENT_ALEXNET["rows"]]
+    computed = [int(v) for v, kind in zip(table["activations"], table["type"]) if kind != "flatten"]
+    assert listed == computed
+    assert sum(listed) == 1_049_571 == calc.analyze(PRESETS["alexnet"]).totals["activations"]
+    assert report.ASSIGNMENT_ALEXNET["total_memory_values"] == 1_049_751 != sum(listed)
+    # Its parameter column: conv rows leave out input depth and biases, so the total is too small.
+    assert sum(row[3] for row in report.ASSIGNMENT_ALEXNET["rows"]) == 58_649_184
+
+
+def test_table_columns_and_bytes():
+    summary = calc.analyze(PRESETS["conv"], dtype="bfloat16")
+    row = summary.table.set_index("layer").loc["conv1"]
+    assert (row["output"], row["weights"], row["biases"], row["activations"]) == ("30x30x8", 216, 8, 7200)
+    assert row["macs"] == 30 * 30 * 8 * 27 and row["flops"] == 2 * row["macs"]
+    assert row["activation_bytes"] == 7200 * 2 and row["param_bytes"] == 224 * 2
+    assert "total" in summary.styled().to_html()
+
+
+# ------------------------------------------------------------------- random architectures
+@st.composite
+def architectures(draw):
+    """Valid small models: convolutions, pools and norms on an image, then an optional dense head."""
+    h, w, c = draw(st.integers(4, 24)), draw(st.integers(4, 24)), draw(st.integers(1, 6))
+    layers = [{"type": "input", "name": "input", "shape": [h, w, c]}]
+    for i in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["conv", "conv", "maxpool", "lrn"]))
+        name = f"l{i}"
+        if kind == "lrn":
+            layers.append({"type": "lrn", "name": name, "size": draw(st.sampled_from([3, 5]))})
+            continue
+        padding = draw(st.sampled_from(["valid", "same", 0, 1, 2]))
+        room = min(h, w) + (2 * padding if isinstance(padding, int) else 0)
+        k = draw(st.integers(1, 7 if padding == "same" else min(room, 7)))
+        s = draw(st.integers(1, 3))
+        if kind == "conv":
+            g = draw(st.sampled_from([d for d in range(1, c + 1) if c % d == 0]))
+            f = g * draw(st.integers(1, 4))
+            layers.append({"type": "conv", "name": name, "filters": f, "kernel": k, "stride": s,
+                           "padding": padding, "groups": g, "bias": draw(st.booleans())})
+        else:
+            layers.append({"type": "maxpool", "name": name, "pool": k, "stride": s,
+                           "padding": padding})
+        h, w, c = calc.analyze(layers).table["shape"].iloc[-1]
+    if draw(st.booleans()):
+        layers.append({"type": "flatten", "name": "flat"})
+        for j in range(draw(st.integers(1, 2))):
+            layers.append({"type": "dense", "name": f"fc{j}", "units": draw(st.integers(1, 16)),
+                           "bias": draw(st.booleans())})
+    return layers
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(architectures())
+def test_random_architectures_agree_with_keras(layers):
+    assert calc_rows(layers) == keras_rows(layers)
+
+
+@settings(max_examples=50, deadline=None)
+@given(architectures())
+def test_keras_round_trip(layers):
+    back = calc.analyze(calc.from_keras(calc.to_keras(layers))).table.drop(columns="layer")
+    assert back.equals(calc.analyze(layers).table.drop(columns="layer"))
+
+
+# ------------------------------------------------------------------------------ bad input
+INPUT = {"type": "input", "name": "input", "shape": [32, 32, 3]}
+
+
+def conv(**fields):
+    return {"type": "conv", "name": "c", "filters": 8, "kernel": 3, **fields}
+
+
+@pytest.mark.parametrize("layers, message", [
+    ([{**INPUT, "shape": [32, -1, 3]}], r"layer 0 \(input\): shape must be positive, got -1"),
+    ([{**INPUT, "shape": [32, 0, 3]}], r"layer 0 \(input\): shape must be positive, got 0"),
+    ([INPUT, conv(filters=0)], r"layer 1 \(c\): filters must be positive, got 0"),
+    ([INPUT, conv(kernel=-3)], r"layer 1 \(c\): kernel must be positive"),
+    ([INPUT, conv(kernel=35)], r"layer 1 \(c\): kernel 35 is larger than its padded input 32"),
+    ([INPUT, conv(kernel=35, padding=1)], r"kernel 35 is larger than its padded input 34 \(32 \+ 2 x 1"),
+    ([INPUT, conv(stride=0)], r"layer 1 \(c\): stride must be positive, got 0"),
+    ([INPUT, conv(padding="full")], r"layer 1 \(c\): unknown padding 'full'"),
+    ([INPUT, conv(padding=-1)], r"layer 1 \(c\): padding must be at least 0, got -1"),
+    ([INPUT, conv(kernel=3.5)], r"layer 1 \(c\): kernel must be a whole number, got 3.5"),
+    ([INPUT, conv(filters="8")], r"layer 1 \(c\): filters must be a whole number, got '8'"),
+    ([INPUT, conv(stride=True)], r"layer 1 \(c\): stride must be a whole number, got True"),
+    ([INPUT, conv(groups=2)], r"layer 1 \(c\): groups 2 must divide both the input channels \(3\)"),
+    ([INPUT, conv(groups=3, filters=8)], r"groups 3 must divide both the input channels \(3\) and the filters \(8\)"),
+    ([INPUT, conv(), {"type": "dense", "name": "d", "units": 10}],
+     r"layer 2 \(d\): a dense layer needs a flat input but gets 30x30x8; add a flatten layer"),
+    ([INPUT, {"type": "maxpool", "name": "p", "pool": 40}], r"layer 1 \(p\): kernel 40 is larger"),
+    ([INPUT, {"type": "flatten"}, {"type": "conv", "filters": 2, "kernel": 1}],
+     r"layer 2 \(conv2\): a conv layer needs a height x width x channels input, got 3072"),
+    ([INPUT, {"type": "dropout"}], r"layer 1: unknown layer type 'dropout'"),
+    ([INPUT, {"type": "conv", "kernel": 3}], r"layer 1: a conv layer needs filters"),
+    ([INPUT, conv(kernal=3)], r"layer 1: unknown field\(s\) kernal for a conv layer"),
+    ([conv()], r"layer 0 \(c\): the first layer, and only the first, must be an input layer"),
+    ([], r"non-empty list of layer specs"),
+])
+def test_bad_input_names_layer_and_field(layers, message):
+    with pytest.raises(ValueError, match=message):
+        calc.analyze(layers)
+    with pytest.raises(ValueError, match=message):
+        calc.to_keras(layers)  # validated before Keras sees it
+
+
+def test_bad_dtype_optimizer_and_machine_inputs():
+    with pytest.raises(ValueError, match="Unknown dtype 'float8'"):
+        calc.analyze(PRESETS["conv"], dtype="float8")
+    with pytest.raises(ValueError, match="Unknown optimizer 'rmsprop'"):
+        calc.training_memory(PRESETS["conv"], batch_size=32, optimizer="rmsprop")
+    with pytest.raises(ValueError, match="batch_size must be positive, got 0"):
+        calc.training_memory(PRESETS["conv"], batch_size=0)
+    with pytest.raises(ValueError, match=r"efficiency must be in \(0, 1\], got 1.5"):
+        calc.estimate_training(PRESETS["conv"], calc.MACHINES["i3-540"], images=10, epochs=1,
+                               efficiency=1.5)
+    with pytest.raises(ValueError, match="epochs must be positive, got 0"):
+        calc.estimate_training(PRESETS["conv"], calc.MACHINES["i3-540"], images=10, epochs=0)
+
+
+# ------------------------------------------------------------------- memory and time
+def test_training_memory_parts():
+    layers = [INPUT, conv(), {"type": "flatten"}, {"type": "dense", "name": "d", "units": 10}]
+    params = 3 * 3 * 3 * 8 + 8 + 30 * 30 * 8 * 10 + 10
+    mem = calc.training_memory(layers, batch_size=4, optimizer="adam", dtype="float32")
+    assert mem["weights"] == mem["gradients"] == params * 4
+    assert mem["optimizer state"] == 2 * params * 4  # Adam keeps two moments per parameter
+    assert mem["activations"] == 4 * 4 * (30 * 30 * 8 + 10)  # batch x bytes x stored values
+    assert mem["input batch"] == 4 * 4 * 32 * 32 * 3
+    momentum = calc.training_memory(layers, batch_size=4, optimizer="momentum", dtype="float16")
+    assert momentum["optimizer state"] == params * 2
+    assert calc.training_memory(layers, batch_size=4, optimizer="sgd")["optimizer state"] == 0
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+def test_largest_batch_is_the_boundary(optimizer):
+    ram = 2 * 1024**3  # the assignment's scenario: half of 4 GB free
+    n = calc.largest_batch(PRESETS["alexnet"], ram, optimizer=optimizer)
+    fits = calc.training_memory(PRESETS["alexnet"], batch_size=n, optimizer=optimizer).sum()
+    over = calc.training_memory(PRESETS["alexnet"], batch_size=n + 1, optimizer=optimizer).sum()
+    assert n > 0 and fits <= ram < over
+
+
+def test_largest_batch_is_zero_when_weights_do_not_fit():
+    assert calc.largest_batch(PRESETS["alexnet"], 500 * 1024**2) == 0  # Adam alone needs ~1 GB
+
+
+def test_first_generation_i3_specs():
+    i3 = calc.MACHINES["i3-540"]
+    assert (i3.cores, i3.clock_ghz, i3.flops_per_cycle, i3.bandwidth_gbs) == (2, 3.06, 8, 21.3)
+    assert i3.peak_flops == pytest.approx(48.96e9)
+    assert [calc.MACHINES[f"i3-5{n}0"].clock_ghz for n in (3, 4, 5, 6)] == [2.93, 3.06, 3.20, 3.33]
+
+
+def test_time_estimate_is_flops_over_sustained_rate():
+    layers, i3 = PRESETS["alexnet"], calc.MACHINES["i3-540"]
+    est = calc.estimate_training(layers, i3, images=10_000, epochs=15, efficiency=0.5)
+    flops = 10_000 * 15 * 3 * 2 * 1_135_256_096
+    assert est["training_flops"] == flops
+    assert est["compute_seconds"] == pytest.approx(flops / (48.96e9 * 0.5))
+    assert est["bound"] == "compute" and est["seconds"] == est["compute_seconds"]
+    assert 0 < est["memory_seconds"] < est["compute_seconds"]
+    assert calc.estimate_epoch_seconds(layers, 10, 1e9, validation_images=5) == pytest.approx(
+        (10 * 3 + 5) * 2 * 1_135_256_096 / 1e9)
+
+
+def test_memory_bound_wins_on_a_slow_memory():
+    slow = calc.Machine("slow memory", 2, 3.0, 8, 0.001, "made up for the test")
+    est = calc.estimate_training(PRESETS["conv"], slow, images=100, epochs=1)
+    assert est["bound"] == "memory" and est["seconds"] == est["memory_seconds"]
+
+
+def test_build_machine_reads_this_cpu():
+    machine = calc.build_machine()
+    assert machine.cores >= 1 and machine.clock_ghz > 0 and machine.flops_per_cycle in (8, 16, 32, 64)
+    assert math.isclose(machine.peak_flops,
+                        machine.cores * machine.clock_ghz * 1e9 * machine.flops_per_cycle)
+
+
+def test_measure_training_times_real_steps():
+    tiny = [{"type": "input", "name": "input", "shape": [8, 8, 3]}, conv(filters=4),
+            {"type": "flatten", "name": "f"}, {"type": "dense", "name": "d", "units": 10}]
+    result = calc.measure_training(tiny, batch_size=4, steps=2, warmup=1)
+    assert result["step_seconds"] > 0
+    assert result["achieved_flops"] == pytest.approx(
+        calc.training_flops_per_image(tiny) * 4 / result["step_seconds"])
