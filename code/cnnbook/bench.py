@@ -136,7 +136,8 @@ def _worker(spec: dict) -> None:
         model = train.compiled_model(
             spec["model"], precision=spec["precision"], jit_compile=spec["jit_compile"],
             steps_per_execution=spec["steps_per_execution"] or train.STEPS_PER_EXECUTION)
-        train_data, test_data = train.book_datasets(ds.train, ds.test)
+        train_data, test_data = train.book_datasets(
+            ds.train, ds.test, test_batch_size=int(os.environ.get("CNNBOOK_TEST_BATCH", 32)))
 
         def epoch():
             model.fit(train_data, validation_data=test_data, epochs=1, shuffle=False, verbose=0)
