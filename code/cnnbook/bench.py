@@ -58,7 +58,7 @@ class Settings:
     rebuilds: int  # repeats of the no-change rebuild
 
 
-FULL = Settings("full", 100, 20, 5, 4096, True, 3)
+FULL = Settings("full", 50, 10, 7, 4096, True, 3)
 REDUCED = Settings("reduced", 25, 5, 3, 2048, False, 1)
 
 
@@ -136,8 +136,7 @@ def _worker(spec: dict) -> None:
         model = train.compiled_model(
             spec["model"], precision=spec["precision"], jit_compile=spec["jit_compile"],
             steps_per_execution=spec["steps_per_execution"] or train.STEPS_PER_EXECUTION)
-        train_data, test_data = train.book_datasets(
-            ds.train, ds.test, test_batch_size=int(os.environ.get("CNNBOOK_TEST_BATCH", 32)))
+        train_data, test_data = train.book_datasets(ds.train, ds.test)
 
         def epoch():
             model.fit(train_data, validation_data=test_data, epochs=1, shuffle=False, verbose=0)

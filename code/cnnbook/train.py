@@ -301,8 +301,7 @@ def compiled_model(model_name: str, *, learning_rate: float = 0.001,
     return model
 
 
-def book_datasets(train, test, *, batch_size: int = 32, seed: int = 0,
-                  test_batch_size: int | None = None):
+def book_datasets(train, test, *, batch_size: int = 32, seed: int = 0):
     """The book's input pipeline: ``(train, test)`` ``tf.data`` datasets of scaled batches.
 
     ``train`` and ``test`` are ``(x, y)`` pairs with ``x`` as uint8 images. The images stay uint8
@@ -312,7 +311,7 @@ def book_datasets(train, test, *, batch_size: int = 32, seed: int = 0,
     """
     import tensorflow as tf
 
-    def pipeline(x, y, shuffle: bool, batch_size: int):
+    def pipeline(x, y, shuffle: bool):
         if np.asarray(x).dtype != np.uint8:
             raise ConfigError(f"book_datasets expects uint8 images (0..255), not "
                               f"{np.asarray(x).dtype}: pass the arrays load_cifar10() returns.")
@@ -328,8 +327,7 @@ def book_datasets(train, test, *, batch_size: int = 32, seed: int = 0,
         return ds.batch(batch_size).map(scale, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
             tf.data.AUTOTUNE)
 
-    return (pipeline(*train, shuffle=True, batch_size=batch_size),
-            pipeline(*test, shuffle=False, batch_size=test_batch_size or batch_size))
+    return pipeline(*train, shuffle=True), pipeline(*test, shuffle=False)
 
 
 def hardware() -> dict:
