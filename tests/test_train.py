@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import keras
+import numpy as np
 import pytest
 
 from cnnbook import train
@@ -163,3 +164,39 @@ def test_cli_reports_bad_settings_without_a_traceback(image_folder, cache_dir, c
 def test_cli_reports_bad_data_source(tmp_path, cache_dir, capsys):
     assert main(["train", "--model", "conv", "--data", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_bfloat16_is_an_explicit_option_with_its_own_cache_entry(tiny):
+    f32 = train.run_config("conv", "quick", data_source=tiny["data_source"])
+    bf16 = train.run_config("conv", "quick", data_source=tiny["data_source"],
+                            precision="mixed_bfloat16")
+    assert f32["precision"] == "float32"  # never on by default
+    assert train.run_key(f32) != train.run_key(bf16)
+    assert f32["pipeline"] == bf16["pipeline"] == train.PIPELINE
+    with pytest.raises(train.ConfigError, match="Unknown precision 'float16'"):
+        train.run_config("conv", "quick", data_source=tiny["data_source"], precision="float16")
+    result = train.train("conv", **tiny, precision="mixed_bfloat16")
+    assert not result.from_cache and "in mixed_bfloat16: trained now" in result.describe()
+    model = result.load_model()
+    assert {l.dtype_policy.name for l in model.layers if isinstance(l, keras.layers.Conv2D)} == {
+        "mixed_bfloat16"}
+    assert {l.dtype_policy.name for l in model.layers if isinstance(l, keras.layers.Dense)} == {
+        "float32"}
+    assert keras.config.dtype_policy().name == "float32"  # the session's policy is left alone
+    assert train.train("conv", **tiny).config["precision"] == "float32"
+
+
+def test_book_datasets_scale_uint8_batches_like_the_assignment(image_folder):
+    (x_train, y_train), (x_test, y_test) = image_folder[1]["train"], image_folder[1]["test"]
+    train_ds, test_ds = train.book_datasets((x_train, y_train), (x_test, y_test), batch_size=16)
+    batches = list(test_ds.as_numpy_iterator())  # the test set keeps its order
+    assert [len(x) for x, _ in batches] == [16, 4]
+    images = np.concatenate([x for x, _ in batches])
+    assert images.dtype == np.float32
+    np.testing.assert_allclose(images, x_test.astype("float64") / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(np.concatenate([y for _, y in batches]), y_test)
+    epoch1, epoch2 = ([y for _, y in train_ds.as_numpy_iterator()] for _ in range(2))
+    assert sorted(np.concatenate(epoch1).ravel()) == sorted(y_train.ravel())  # every image once
+    assert not np.array_equal(np.concatenate(epoch1), np.concatenate(epoch2))  # reshuffled
+    with pytest.raises(train.ConfigError, match="expects uint8 images"):
+        train.book_datasets((x_train / 255.0, y_train), (x_test, y_test))

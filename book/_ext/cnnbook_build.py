@@ -11,6 +11,10 @@ re-executes the chapters that import it.
   config value (a change makes Sphinx re-read every page) and written as a comment into the code
   cell that imports ``cnnbook`` (a change makes jupyter-cache miss, so that page executes
   again). Pages that do not import the package keep their cached outputs.
+* Data files: a code-cell line ``# results file: <path>`` (relative to the book folder) makes the
+  page depend on that file: Sphinx re-reads the page when the file changes, and the file's sha256
+  is written into the line, so jupyter-cache executes the page again (the benchmarks appendix
+  reads the committed benchmark results this way).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 
 MARK = "# cnnbook package and settings: "
 _IMPORT = re.compile(r"^((?:import|from) cnnbook\b.*)$", re.MULTILINE)
+_DATA_FILE = re.compile(r"^# results file: (\S+)$", re.MULTILINE)
 # Environment variables that change what the chapters compute (see cnnbook.train and .data).
 SETTINGS = {"CNNBOOK_PROFILE": "full", "CNNBOOK_DATA": "keras"}
 
@@ -50,6 +55,14 @@ def _config_inited(app, config) -> None:
 def _source_read(app, docname, source) -> None:
     digest = app.config.cnnbook_package_digest
     source[0] = _IMPORT.sub(lambda m: f"{MARK}{digest}\n{m.group(1)}", source[0], count=1)
+
+    def data_file(match):
+        path = Path(app.srcdir) / match.group(1)
+        app.env.note_dependency(str(path))  # a change to the file makes Sphinx re-read the page
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "missing"
+        return f"{match.group(0)} (sha256 {sha})"
+
+    source[0] = _DATA_FILE.sub(data_file, source[0])
 
 
 def _toc_order(app, env, docnames) -> None:

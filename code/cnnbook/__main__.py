@@ -1,4 +1,4 @@
-"""Command line: ``python -m cnnbook train --model conv --profile quick``."""
+"""Command line: ``python -m cnnbook train --model conv --profile quick``, ``python -m cnnbook bench``."""
 
 from __future__ import annotations
 
@@ -29,9 +29,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-per-class", type=int, metavar="N",
                    help="override the profile's test images per class")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bf16", action="store_true",
+                   help="train in bfloat16 mixed precision (a separate cached run; for CPUs with "
+                   "AVX512_BF16 or AMX, and recent GPUs); default: float32")
     p.add_argument("--cache-dir", help=f"default: ${data.CACHE_ENV}, else ~/.cache/cnnbook")
     p.add_argument("--force", action="store_true", help="train again even if the run is cached")
+    b = commands.add_parser(
+        "bench", help="measure training throughput, % of peak, build times and site weight",
+        description="Benchmark this machine: the book's training path against the assignment's "
+        "plain model.fit (alternating, medians after warm-up), achieved FLOP/s against a "
+        "measured matmul peak, predicted vs measured epoch time, book build times on a copy of "
+        "the book, and the built site's weight. Writes one JSON file.")
+    b.add_argument("--reduced", action="store_true",
+                   help="fewer images and rounds, no extra variants: under 10 minutes on 2 cores")
+    b.add_argument("--out", metavar="FILE", default="bench-results.json",
+                   help="where to write the JSON (default: %(default)s; the book shows "
+                   "book/_static/bench/latest.json)")
+    b.add_argument("--book", metavar="DIR", help="the book folder to copy and build "
+                   "(default: the book beside this package)")
+    b.add_argument("--data", metavar="SOURCE", help=f"default: ${data.DATA_ENV}, else keras")
+    b.add_argument("--cache-dir", help=f"default: ${data.CACHE_ENV}, else ~/.cache/cnnbook")
+    b.add_argument("--no-builds", action="store_true", help="measure training only")
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        return _bench(args)
 
     start = time.perf_counter()
     try:
@@ -42,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         result = train.train(args.model, profile, data_source=args.data, epochs=args.epochs,
                              train_per_class=args.train_per_class,
                              test_per_class=args.test_per_class, seed=args.seed,
+                             precision="mixed_bfloat16" if args.bf16 else "float32",
                              force=args.force, cache_dir=args.cache_dir)
     except (data.DataError, train.ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -56,6 +78,21 @@ def main(argv: list[str] | None = None) -> int:
                   f"{result.epoch_seconds[epoch - 1]:.1f} s")
     print(result.describe())
     print(f"  mean {sum(result.epoch_seconds) / result.epochs:.1f} s per epoch")
+    return 0
+
+
+def _bench(args) -> int:
+    from . import bench, data
+
+    try:
+        results = bench.run(bench.REDUCED if args.reduced else bench.FULL, out=args.out,
+                            book=args.book, data_source=args.data, cache_dir=args.cache_dir,
+                            builds=not args.no_builds)
+    except (data.DataError, bench.BenchError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(bench.summary(results))
+    print(f"Wrote {args.out}")
     return 0
 
 

@@ -1,0 +1,516 @@
+"""Benchmarks: how fast the book trains, how fast it builds, how heavy the site is; one JSON file.
+
+``python -m cnnbook bench [--reduced] [--out FILE]`` measures, on this machine:
+
+* training throughput (images per second, one epoch with its validation pass) of both CIFAR-10
+  models along the book's path (:func:`cnnbook.train.compiled_model` and
+  :func:`cnnbook.train.book_datasets`), in float32 and in bfloat16, against the assignment's plain
+  ``model.fit`` on float64 arrays (``x / 255.0``), batch 32, and the ratios;
+* the FLOP/s that training achieves (the calculator's FLOP counts, :mod:`cnnbook.calc`) against
+  the float32 (and bfloat16) peak of a large matrix product measured in the same run;
+* seconds per full-profile epoch, predicted by :func:`cnnbook.calc.estimate_epoch_seconds` at
+  the measured peak, against measured;
+* book build times on a temporary copy of the book: cold (quick profile), no change, a prose
+  edit in a training chapter, a code edit in one chapter;
+* the built site's weight: total, heaviest page, largest image.
+
+Every timing is a median after warm-up. Each training path runs in its own worker process (so
+that settings read at start-up, such as oneDNN or thread counts, can differ), and the parent
+alternates them epoch by epoch, so a machine that speeds up or slows down (other work sharing
+the CPU) affects every path alike. ``--reduced`` measures fewer images and rounds and skips the
+extra variants: under 10 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+FULL_TRAIN_IMAGES, FULL_TEST_IMAGES = 50_000, 10_000  # what the full profile trains on
+
+
+class BenchError(RuntimeError):
+    """A benchmark step that failed; the message says which and how to look into it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How much a benchmark run measures."""
+
+    name: str
+    train_per_class: int  # training images per class for a throughput epoch
+    test_per_class: int  # validation images per class (the full profile's 5:1 ratio)
+    rounds: int  # measured epochs per path, alternating, after one warm-up epoch
+    matmul_size: int  # n of the n x n x n matrix product that measures the peak
+    variants: bool  # also measure what the book tried and did not keep
+    rebuilds: int  # repeats of the no-change rebuild
+
+
+FULL = Settings("full", 50, 10, 7, 4096, True, 3)
+REDUCED = Settings("reduced", 25, 5, 3, 2048, False, 1)
+
+
+@dataclass(frozen=True)
+class Path_:
+    """One way of training a model for an epoch, run in its own worker process."""
+
+    key: str
+    label: str
+    kind: str  # "book" (tf.data, uint8) or "arrays" (model.fit on NumPy arrays)
+    precision: str = "float32"  # book: float32 or mixed_bfloat16; arrays: float32 or float64
+    steps_per_execution: int | None = None  # None: the book's
+    jit_compile: bool = False
+    env: dict = field(default_factory=dict)
+
+
+PATHS = [
+    Path_("book_f32", "book path, float32", "book"),
+    Path_("assignment_f64", "assignment: model.fit on float64 arrays", "arrays", "float64"),
+    Path_("book_bf16", "book path, bfloat16 (--bf16)", "book", "mixed_bfloat16"),
+]
+VARIANTS = [  # tried for the book's path; kept only where measured to win
+    Path_("arrays_f32", "model.fit on float32 arrays (the book's path before)", "arrays",
+          "float32"),
+    Path_("book_f32_spe1", "book path, one step per execution", "book", steps_per_execution=1),
+    Path_("book_f32_xla", "book path + XLA (jit_compile=True)", "book", jit_compile=True),
+    Path_("book_f32_nodnn", "book path, oneDNN off (TF_ENABLE_ONEDNN_OPTS=0)", "book",
+          env={"TF_ENABLE_ONEDNN_OPTS": "0"}),
+    Path_("book_f32_inter1", "book path, 1 inter-op thread (TF_NUM_INTEROP_THREADS=1)", "book",
+          env={"TF_NUM_INTEROP_THREADS": "1"}),
+]
+
+
+# ------------------------------------------------------------------------------------ workers
+def _worker(spec: dict) -> None:
+    """Run in a child process: build one path, warm it up, then time one epoch per request."""
+    import numpy as np
+
+    from . import data, models, train
+
+    def reply(**message):
+        sys.stdout.write(json.dumps(message) + "\n")
+        sys.stdout.flush()
+
+    kind = spec["kind"]
+    if kind == "matmul":
+        import tensorflow as tf
+
+        n = spec["size"]
+        mats = {d: (tf.random.normal((n, n), dtype=tf.float32),
+                    tf.random.normal((n, n), dtype=tf.float32)) for d in ("float32", "bfloat16")}
+        mats["bfloat16"] = tuple(tf.cast(m, tf.bfloat16) for m in mats["bfloat16"])
+
+        def once(dtype):
+            a, b = mats[dtype]
+            start = time.perf_counter()
+            c = tf.linalg.matmul(a, b)
+            float(c[0, 0])  # the product is finished before the clock stops
+            return time.perf_counter() - start
+
+        for dtype in mats:
+            once(dtype), once(dtype)  # warm-up
+        reply(ready=True)
+        while sys.stdin.readline():
+            reply(**{dtype: 2 * n ** 3 / statistics.median(once(dtype) for _ in range(3))
+                     for dtype in mats})
+        return
+
+    ds = data.load_cifar10(spec["data"], train_per_class=spec["train_per_class"],
+                           test_per_class=spec["test_per_class"], cache_dir=spec["cache_dir"])
+    import keras
+
+    keras.utils.set_random_seed(0)
+    if kind == "book":
+        model = train.compiled_model(
+            spec["model"], precision=spec["precision"], jit_compile=spec["jit_compile"],
+            steps_per_execution=spec["steps_per_execution"] or train.STEPS_PER_EXECUTION)
+        train_data, test_data = train.book_datasets(ds.train, ds.test)
+
+        def epoch():
+            model.fit(train_data, validation_data=test_data, epochs=1, shuffle=False, verbose=0)
+    else:  # the assignment's way: normalised NumPy arrays straight into model.fit
+        model = models.build_model(spec["model"])
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=0.001),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
+        dtype = np.dtype(spec["precision"])
+        (x_train, y_train), (x_test, y_test) = ds.train, ds.test
+        x_train, x_test = x_train.astype(dtype) / 255.0, x_test.astype(dtype) / 255.0
+        assert x_train.dtype == dtype  # float64 stays float64, as x_train / 255.0 gives
+
+        def epoch():
+            model.fit(x_train, y_train, batch_size=32, epochs=1,
+                      validation_data=(x_test, y_test), verbose=0)
+
+    epoch()  # warm-up: tracing, oneDNN primitive creation, first-touch memory
+    reply(ready=True)
+    while sys.stdin.readline():
+        start = time.perf_counter()
+        epoch()
+        reply(seconds=time.perf_counter() - start)
+
+
+class _Worker:
+    def __init__(self, spec: dict, env: dict, log: Path):
+        self.spec, self.log = spec, log
+        self._log = open(log, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cnnbook.bench", "--worker", json.dumps(spec)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True,
+            env=env)
+
+    def read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait()
+            raise BenchError(f"benchmark worker {self.spec.get('key')} stopped (exit status "
+                             f"{self.proc.returncode}); its log: "
+                             f"{self.log.read_text()[-3000:]}")
+        return json.loads(line)
+
+    def ask(self) -> dict:
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        return self.read()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self._log.close()
+
+
+def _worker_env(extra: dict) -> dict:
+    code = str(Path(__file__).resolve().parents[1])  # this package's folder, first on the path
+    path = os.pathsep.join(p for p in (code, os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": path, **extra}
+
+
+# ---------------------------------------------------------------------------------- training
+def measure_training(settings: Settings, *, data_source=None, cache_dir=None,
+                     models=("conv", "pool"), log=print, workdir: Path) -> dict:
+    """Images per second of every path, alternating epoch by epoch; the matmul peak between."""
+    paths = PATHS + (VARIANTS if settings.variants else [])
+    seconds: dict[tuple, list[float]] = {}
+    peaks = {"float32": [], "bfloat16": []}
+    peak = _Worker({"kind": "matmul", "size": settings.matmul_size, "key": "matmul"},
+                   _worker_env({}), workdir / "worker-matmul.log")
+    try:
+        peak.read()
+        for model in models:  # one model's workers at a time: less memory
+            workers: dict[str, _Worker] = {}
+            try:
+                for p in paths:
+                    spec = {**asdict(p), "model": model, "data": data_source,
+                            "train_per_class": settings.train_per_class,
+                            "test_per_class": settings.test_per_class,
+                            "cache_dir": str(cache_dir) if cache_dir else None}
+                    workers[p.key] = _Worker(spec, _worker_env(p.env),
+                                             workdir / f"worker-{model}-{p.key}.log")
+                for w in workers.values():
+                    w.read()
+                log(f"  {model}: {len(workers)} paths warmed up")
+                for r in range(settings.rounds):
+                    for dtype, value in peak.ask().items():
+                        peaks[dtype].append(value)
+                    for key, w in workers.items():
+                        seconds.setdefault((model, key), []).append(w.ask()["seconds"])
+                    log(f"  {model} round {r + 1}/{settings.rounds}: " + ", ".join(
+                        f"{k} {seconds[model, k][-1]:.1f} s" for k in workers))
+            finally:
+                for w in workers.values():
+                    w.close()
+    finally:
+        peak.close()
+    n_train, n_test = 10 * settings.train_per_class, 10 * settings.test_per_class
+    result = {"train_images": n_train, "validation_images": n_test, "batch_size": 32,
+              "rounds": settings.rounds,
+              "peak_flops": {d: statistics.median(v) for d, v in peaks.items()},
+              "peak_flops_runs": peaks, "models": {}}
+    labels = {p.key: p.label for p in paths}
+    for model in models:
+        rows = {}
+        for p in paths:
+            s = seconds[model, p.key]
+            rows[p.key] = {"label": labels[p.key], "seconds": s,
+                           "median_seconds": statistics.median(s),
+                           "images_per_second": n_train / statistics.median(s)}
+        result["models"][model] = {"paths": rows}
+    return result
+
+
+def add_flops_and_estimates(training: dict, cached_runs: dict) -> None:
+    """Achieved FLOP/s, % of the measured peak, and predicted vs measured epoch seconds."""
+    from . import calc
+
+    presets = calc.presets()
+    n_train, n_test = training["train_images"], training["validation_images"]
+    peak32 = training["peak_flops"]["float32"]
+    peak16 = training["peak_flops"]["bfloat16"]
+    for model, entry in training["models"].items():
+        layers = presets[model]
+        forward = calc.analyze(layers).totals["flops"]
+        per_image = calc.training_flops_per_image(layers)
+        epoch_flops = n_train * per_image + n_test * forward  # validation: forward only
+        paths = entry["paths"]
+        for key, row in paths.items():
+            row["achieved_flops"] = epoch_flops / row["median_seconds"]
+            row["percent_of_float32_peak"] = 100 * row["achieved_flops"] / peak32
+            row["percent_of_bfloat16_peak"] = 100 * row["achieved_flops"] / peak16
+            row["speedup_vs_assignment"] = (paths["assignment_f64"]["median_seconds"]
+                                            / row["median_seconds"])
+            row["speedup_vs_book_f32"] = paths["book_f32"]["median_seconds"] / row["median_seconds"]
+        scale = FULL_TRAIN_IMAGES / n_train  # the subset keeps the full profile's 5:1 ratio
+        entry["flops"] = {"forward_per_image": forward, "training_per_image": per_image}
+        entry["epoch_seconds"] = {
+            "predicted_at_float32_peak": calc.estimate_epoch_seconds(
+                layers, FULL_TRAIN_IMAGES, peak32, validation_images=FULL_TEST_IMAGES),
+            "measured_book_f32": paths["book_f32"]["median_seconds"] * scale,
+            "measured_assignment_f64": paths["assignment_f64"]["median_seconds"] * scale,
+            "measured_book_bf16": paths["book_bf16"]["median_seconds"] * scale,
+            "measured_from": f"{n_train:,}-image epochs with {n_test:,} validation images, "
+                             f"scaled to {FULL_TRAIN_IMAGES:,} + {FULL_TEST_IMAGES:,}",
+            "full_profile_runs": cached_runs.get(model, []),
+        }
+        entry["ratios"] = {
+            "book_f32_vs_assignment_f64": paths["book_f32"]["speedup_vs_assignment"],
+            "book_bf16_vs_book_f32": paths["book_bf16"]["speedup_vs_book_f32"],
+        }
+
+
+def cached_full_runs(cache_dir=None) -> dict[str, list[dict]]:
+    """Full-profile runs in the run cache: precision, pipeline, median epoch seconds, accuracy."""
+    from . import data
+
+    runs: dict[str, list[dict]] = {}
+    root = data.cache_root(cache_dir) / "runs"
+    for result in sorted(root.glob("*-full-*/result.json")) if root.is_dir() else []:
+        stored = json.loads(result.read_text())
+        config, prov = stored.get("config", {}), stored.get("provenance", {})
+        runs.setdefault(stored["model_name"], []).append({
+            "run": result.parent.name,
+            "precision": config.get("precision", "float32"),
+            "pipeline": config.get("pipeline", "model.fit on float32 arrays"),
+            "epochs": len(stored["epoch_seconds"]),
+            "median_epoch_seconds": statistics.median(stored["epoch_seconds"]),
+            "test_accuracy": stored["test_accuracy"],
+            "date": prov.get("date"),
+            "hardware": prov.get("hardware", {}).get("cpu"),
+        })
+    return runs
+
+
+# ------------------------------------------------------------------------------------ builds
+TRAINING_CHAPTER = "conv_only.md"  # prose and code edits go here
+_CODE_CELL = re.compile(r"```\{code-cell\}[^\n]*\n(.*?)\n```", re.DOTALL)
+
+
+def _jupyter_book() -> str:
+    found = Path(sys.executable).with_name("jupyter-book")
+    return str(found) if found.exists() else (shutil.which("jupyter-book") or "jupyter-book")
+
+
+def _build(book: Path, env: dict, what: str) -> float:
+    start = time.perf_counter()
+    done = subprocess.run([_jupyter_book(), "build", str(book)], env=env, capture_output=True,
+                          text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise BenchError(f"the book build ({what}) failed with exit status {done.returncode}; "
+                         f"its log ends:\n{(done.stdout + done.stderr)[-4000:]}")
+    return seconds
+
+
+def prose_edit(text: str) -> str:
+    """The chapter with one sentence added to its overview."""
+    marker = "## Overview\n\n"
+    if marker not in text:
+        raise BenchError(f"{TRAINING_CHAPTER} has no '## Overview' section to edit.")
+    return text.replace(marker, marker + "This sentence was added by the benchmark. ", 1)
+
+
+def code_edit(text: str) -> str:
+    """The chapter with a comment line added to its last code cell (the page executes again)."""
+    cells = list(_CODE_CELL.finditer(text))
+    if not cells:
+        raise BenchError(f"{TRAINING_CHAPTER} has no code cell to edit.")
+    end = cells[-1].end(1)
+    return text[:end] + "\n# edited by the benchmark" + text[end:]
+
+
+def measure_builds(book: Path, settings: Settings, workdir: Path, *, data_source=None,
+                   cache_dir=None, log=print) -> dict:
+    """Build times on a copy of ``book``: cold, no change, prose edit, code edit; site weight."""
+    if not (book / "_toc.yml").is_file():
+        raise BenchError(f"{book} is not the book's folder (no _toc.yml): pass --book.")
+    copy = workdir / "book"
+    shutil.copytree(book, copy, ignore=shutil.ignore_patterns("_build", "*.ipynb",
+                                                               ".ipynb_checkpoints"))
+    env = {**_worker_env({}), "CNNBOOK_PROFILE": "quick"}
+    if cache_dir:
+        env["CNNBOOK_CACHE"] = str(cache_dir)
+    if data_source:
+        env["CNNBOOK_DATA"] = str(data_source)
+    from . import data
+
+    runs = data.cache_root(cache_dir) / "runs"
+    before = {p.name for p in runs.glob("*-quick-*")} if runs.is_dir() else set()
+    times = {"cold": _build(copy, env, "cold")}
+    after = {p.name for p in runs.glob("*-quick-*")} if runs.is_dir() else set()
+    log(f"  cold build {times['cold']:.0f} s")
+    times["no_change"] = statistics.median(_build(copy, env, "no change")
+                                           for _ in range(settings.rebuilds))
+    log(f"  no-change rebuild {times['no_change']:.0f} s")
+    chapter = copy / TRAINING_CHAPTER
+    chapter.write_text(prose_edit(chapter.read_text()))
+    times["prose_edit"] = _build(copy, env, "prose edit")
+    log(f"  prose-edit rebuild {times['prose_edit']:.0f} s")
+    chapter.write_text(code_edit(chapter.read_text()))
+    times["code_edit"] = _build(copy, env, "code edit")
+    log(f"  code-edit rebuild {times['code_edit']:.0f} s")
+    return {"seconds": times, "profile": "quick", "edited_chapter": TRAINING_CHAPTER,
+            "no_change_repeats": settings.rebuilds,
+            "quick_runs_trained_by_cold_build": sorted(after - before),
+            "cold_means": "no _build folder (no executed notebooks, no HTML); the run cache as "
+                          "found: models it lacks are trained",
+            "site": site_weight(copy / "_build" / "html")}
+
+
+_IMAGES = {".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp"}
+
+
+def site_weight(html: Path) -> dict:
+    """Total bytes of the built site, its heaviest page (HTML + its own images), largest image."""
+    from bs4 import BeautifulSoup
+
+    files = [p for p in html.rglob("*") if p.is_file()]
+    if not files:
+        raise BenchError(f"{html} holds no built site.")
+    pages = []
+    for page in sorted(html.glob("*.html")):
+        soup = BeautifulSoup(page.read_text(errors="replace"), "html.parser")
+        images = {(page.parent / img["src"]).resolve() for img in soup.find_all("img", src=True)
+                  if not re.match(r"^(https?:|data:|//)", img["src"])}
+        image_bytes = sum(p.stat().st_size for p in images if p.is_file())
+        pages.append({"page": page.name, "html_bytes": page.stat().st_size,
+                      "image_bytes": image_bytes,
+                      "bytes": page.stat().st_size + image_bytes})
+    images = [p for p in files if p.suffix.lower() in _IMAGES and "_static" not in p.parts]
+    largest = max(images, key=lambda p: p.stat().st_size, default=None)
+    return {
+        "total_bytes": sum(p.stat().st_size for p in files),
+        "files": len(files),
+        "pages": pages,
+        "heaviest_page": max(pages, key=lambda p: p["bytes"]) if pages else None,
+        "largest_image": {"file": largest.relative_to(html).as_posix(),
+                          "bytes": largest.stat().st_size} if largest else None,
+    }
+
+
+# ------------------------------------------------------------------------------------ machine
+def machine() -> dict:
+    """The processor (with the flags that matter here), the library versions, the settings."""
+    from . import calc, train
+
+    flags: set[str] = set()
+    try:
+        found = re.search(r"flags\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
+        flags = set(found.group(1).split()) if found else set()
+    except OSError:
+        pass
+    nominal = calc.build_machine()
+    versions = {"python": platform.python_version()}
+    for dist in ("tensorflow-cpu", "tensorflow", "keras", "numpy", "jupyter-book", "sphinx",
+                 "myst-nb"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return {
+        **train.hardware(),
+        "cpu_flags": sorted(flags & {"avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16",
+                                     "amx_tile", "avx512_vnni"}),
+        "nominal_float32_peak_flops": nominal.peak_flops,
+        "nominal_peak_source": nominal.source,
+        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "versions": versions,
+        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on for x86 Linux)"),
+        "book_steps_per_execution": train.STEPS_PER_EXECUTION,
+        "book_pipeline": train.PIPELINE,
+    }
+
+
+def run(settings: Settings = FULL, *, out=None, book=None, data_source=None, cache_dir=None,
+        models=("conv", "pool"), builds: bool = True, log=print) -> dict:
+    """Measure everything and write the JSON to ``out`` (when given); returns the results."""
+    from . import data
+
+    data.resolve_source(data_source)  # a bad source fails now, with the data module's message
+    start = time.perf_counter()
+    results = {"benchmark": "cnnbook bench", "mode": settings.name, "settings": asdict(settings),
+               "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+               "machine": machine(),
+               "data_source": data.resolve_source(data_source).description}
+    with tempfile.TemporaryDirectory(prefix="cnnbook-bench-") as tmp:
+        tmp = Path(tmp)
+        log(f"Training throughput ({settings.name}): {len(models)} models, alternating paths")
+        training = measure_training(settings, data_source=data_source, cache_dir=cache_dir,
+                                    models=models, log=log, workdir=tmp)
+        add_flops_and_estimates(training, cached_full_runs(cache_dir))
+        results["training"] = training
+        if builds:
+            book = Path(book) if book else Path(__file__).resolve().parents[2] / "book"
+            log(f"Book builds on a copy of {book}")
+            results["builds"] = measure_builds(book, settings, tmp, data_source=data_source,
+                                               cache_dir=cache_dir, log=log)
+    results["bench_seconds"] = time.perf_counter() - start
+    if out:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = out.with_name(f".{out.name}.partial")
+        partial.write_text(json.dumps(results, indent=1) + "\n")
+        os.replace(partial, out)  # a failed run leaves the previous file as it was
+    return results
+
+
+def summary(results: dict) -> str:
+    """A few lines for the terminal."""
+    t = results["training"]
+    lines = [f"peak (matmul): float32 {t['peak_flops']['float32'] / 1e9:.0f} GFLOP/s, "
+             f"bfloat16 {t['peak_flops']['bfloat16'] / 1e9:.0f} GFLOP/s"]
+    for model, entry in t["models"].items():
+        for key, row in entry["paths"].items():
+            lines.append(f"{model:5s} {row['label']:58s} {row['images_per_second']:7.1f} img/s "
+                         f"x{row['speedup_vs_assignment']:.2f} "
+                         f"{row['percent_of_float32_peak']:5.1f} % of f32 peak")
+        e = entry["epoch_seconds"]
+        lines.append(f"{model:5s} full epoch: predicted {e['predicted_at_float32_peak']:.0f} s at "
+                     f"peak, measured {e['measured_book_f32']:.0f} s (book float32)")
+    if "builds" in results:
+        b = results["builds"]
+        lines.append("builds: " + ", ".join(f"{k} {v:.0f} s" for k, v in b["seconds"].items()))
+        site = b["site"]
+        lines.append(f"site: {site['total_bytes'] / 1e6:.1f} MB in {site['files']} files; "
+                     f"heaviest page {site['heaviest_page']['page']} "
+                     f"{site['heaviest_page']['bytes'] / 1e6:.2f} MB")
+    lines.append(f"benchmark took {results['bench_seconds']:.0f} s")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
+    _worker(json.loads(sys.argv[2]))
