@@ -434,9 +434,13 @@ def machine() -> dict:
     except OSError:
         pass
     nominal = calc.build_machine()
-    versions = {"python": platform.python_version()}
-    for dist in ("tensorflow-cpu", "tensorflow", "keras", "numpy", "jupyter-book", "sphinx",
-                 "myst-nb"):
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    versions = {"python": platform.python_version(), "tensorflow": tf.__version__,
+                "keras": keras.__version__, "numpy": np.__version__}
+    for dist in ("jupyter-book", "sphinx", "myst-nb"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
