@@ -88,7 +88,7 @@ def test_no_tracebacks_or_log_noise_in_any_page(built_book):
     for name in toc_files(book):
         soup = page(book, name)
         outputs = " ".join(o.get_text(" ") for o in soup.select("div.cell_output"))
-        for bad in ("Traceback", "Error", "oneDNN", "WARNING", "absl::", "\x08", "\x1b["):
+        for bad in ("Traceback", "Error", "oneDNN custom operations", "WARNING", "absl::", "\x08", "\x1b["):
             assert bad not in outputs, f"{name}: {bad!r} in a cell output"
         assert not soup.select(".stderr"), f"{name}: stderr output in the page"
 
