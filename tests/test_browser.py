@@ -85,7 +85,8 @@ class Visit:
         self.page = self.context.new_page()
         self.problems = []
         page = self.page
-        page.on("console", lambda m: self.problems.append(f"console {m.type}: {m.text}")
+        page.on("console", lambda m: self.problems.append(
+            f"console {m.type}: {m.text} ({m.location.get('url') or 'no address'})")
                 if m.type in ("error", "warning") else None)
         page.on("pageerror", lambda e: self.problems.append(f"uncaught: {e}"))
         page.on("requestfailed", lambda r: self.problems.append(f"failed: {r.url}"))
@@ -684,14 +685,20 @@ def test_huge_but_valid_sizes_are_exact(visit):
 
 
 TIME_CASES = [
-    ("efficiency above 1", "efficiency", "1.5", "efficiency must be in (0, 1], got 1.5."),
+    ("efficiency above 1", "efficiency", "1.5", "efficiency must be a number from 0.001 to 1, got 1.5."),
+    ("tiny efficiency", "efficiency", "1e-320",
+     "efficiency must be a number from 0.001 to 1, got 1e-320."),
     ("zero epochs", "epochs", "0", "epochs must be positive, got 0."),
     ("negative images", "images", "-5", "images must be positive, got -5."),
     ("empty clock", "clock_ghz", "", "clock_ghz is empty; enter a number."),
     ("non-numeric cores", "cores", "two", "cores must be a whole number, got two."),
-    ("zero clock", "clock_ghz", "0", "clock_ghz must be a number above 0 and at most 1,000,000, got 0.0."),
+    ("zero clock", "clock_ghz", "0", "clock_ghz must be a number from 0.001 to 1,000,000, got 0.0."),
+    ("tiny clock", "clock_ghz", "1e-320",
+     "clock_ghz must be a number from 0.001 to 1,000,000, got 1e-320."),
+    ("tiny bandwidth", "bandwidth_gbs", "1e-320",
+     "bandwidth_gbs must be a number from 0.001 to 1,000,000, got 1e-320."),
     ("absurd clock", "clock_ghz", "1e300",
-     "clock_ghz must be a number above 0 and at most 1,000,000, got 1e+300."),
+     "clock_ghz must be a number from 0.001 to 1,000,000, got 1e+300."),
     ("absurd images", "images", "99999999999",
      "images is absurdly large: at most 2,147,483,647, got 99,999,999,999."),
     ("zero batch", "batch_size", "0", "batch_size must be positive, got 0."),
@@ -708,10 +715,14 @@ def test_bad_time_input_shows_its_message(time_page, what, field, text, message)
             calc.estimate_training(PRESETS["alexnet"], calc.MACHINES["i3-540"], images=10,
                                    epochs=int(text) if field == "epochs" else 1,
                                    efficiency=float(text) if field == "efficiency" else 0.5)
+    if field in ("clock_ghz", "bandwidth_gbs") and text:  # Python's Machine, word for word
+        numbers = {"cores": 2, "clock_ghz": 3.06, "flops_per_cycle": 8, "bandwidth_gbs": 21.3}
+        with pytest.raises(ValueError, match=re.escape(message)):
+            calc.Machine("edited", **{**numbers, field: float(text)}, source="")
     assert widget.get_attribute("data-state") == "error"
     assert widget.locator('[data-result="seconds"]').inner_text() == DASH
     no_bad_numbers(widget)
     widget.locator('select[data-field="machine"]').select_option("i3-550")  # reloads the machine
-    if field in ("clock_ghz", "cores"):
+    if field in ("clock_ghz", "bandwidth_gbs", "cores"):
         assert widget.get_attribute("data-state") == "ok"
     assert time_page.problems == []

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import re
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -172,11 +174,40 @@ def test_bad_dtype_optimizer_and_machine_inputs():
         calc.training_memory(PRESETS["conv"], batch_size=32, optimizer="rmsprop")
     with pytest.raises(ValueError, match="batch_size must be positive, got 0"):
         calc.training_memory(PRESETS["conv"], batch_size=0)
-    with pytest.raises(ValueError, match=r"efficiency must be in \(0, 1\], got 1.5"):
-        calc.estimate_training(PRESETS["conv"], calc.MACHINES["i3-540"], images=10, epochs=1,
-                               efficiency=1.5)
+    i3 = calc.MACHINES["i3-540"]
+    for efficiency in (1.5, 0.0, 1e-320):  # 1e-320 would make the time infinite
+        with pytest.raises(ValueError, match=re.escape(
+                f"efficiency must be a number from 0.001 to 1, got {efficiency!r}.")):
+            calc.estimate_training(PRESETS["conv"], i3, images=10, epochs=1, efficiency=efficiency)
     with pytest.raises(ValueError, match="epochs must be positive, got 0"):
-        calc.estimate_training(PRESETS["conv"], calc.MACHINES["i3-540"], images=10, epochs=0)
+        calc.estimate_training(PRESETS["conv"], i3, images=10, epochs=0)
+    with pytest.raises(ValueError, match="Unknown optimizer 'rmsprop'; use one of sgd, momentum, adam"):
+        calc.estimate_training(PRESETS["conv"], i3, images=10, epochs=1, optimizer="rmsprop")
+    with pytest.raises(ValueError, match="batch_size must be positive, got 0"):
+        calc.estimate_training(PRESETS["conv"], i3, images=10, epochs=1, batch_size=0)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("clock_ghz", 1e-320, "clock_ghz must be a number from 0.001 to 1,000,000, got 1e-320."),
+    ("clock_ghz", 0, "clock_ghz must be a number from 0.001 to 1,000,000, got 0.0."),
+    ("clock_ghz", 2e6, "clock_ghz must be a number from 0.001 to 1,000,000, got 2000000.0."),
+    ("clock_ghz", "3 GHz", "clock_ghz must be a number from 0.001 to 1,000,000, got '3 GHz'."),
+    ("bandwidth_gbs", 1e-9, "bandwidth_gbs must be a number from 0.001 to 1,000,000, got 1e-09."),
+    ("cores", 0, "cores must be positive, got 0."),
+    ("flops_per_cycle", 8.5, "flops_per_cycle must be a whole number, got 8.5."),
+])
+def test_a_machine_with_impossible_numbers_is_refused(field, value, message):
+    numbers = {"cores": 2, "clock_ghz": 3.06, "flops_per_cycle": 8, "bandwidth_gbs": 21.3}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        calc.Machine("bad", **{**numbers, field: value}, source="test")
+
+
+def test_the_smallest_machine_and_efficiency_allowed_still_give_a_finite_time():
+    tiny = calc.Machine("tiny", 1, calc.MIN_RATE, 1, calc.MIN_RATE, "test")
+    est = calc.estimate_training(PRESETS["alexnet"], tiny, images=2_147_483_647,
+                                 epochs=2_147_483_647, efficiency=calc.MIN_EFFICIENCY)
+    assert 0 < est["compute_seconds"] < 1e300 and 0 < est["memory_seconds"] < 1e300
+    assert calc.Machine("no bandwidth", 1, 1.0, 8, 0, "test").bandwidth_gbs == 0  # 0: not known
 
 
 # ------------------------------------------------------------------- memory and time

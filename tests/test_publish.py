@@ -71,7 +71,7 @@ def test_workflows_have_no_high_severity_zizmor_findings():
             assert re.fullmatch(r"actions/[\w-]+@[0-9a-f]{40}", uses), uses
 
 
-def test_pull_requests_run_the_tests_and_upload_build_reports_on_failure():
+def test_pull_requests_run_the_tests_and_upload_build_reports_and_screenshots():
     checks = workflow("checks.yml")
     assert set(checks[True]) == {"pull_request", "workflow_dispatch"}  # YAML reads `on` as True
     assert checks["permissions"] == {"contents": "read"}
@@ -81,8 +81,11 @@ def test_pull_requests_run_the_tests_and_upload_build_reports_on_failure():
     runs = [s.get("run", "") for s in job["steps"]]
     assert "python -m pip install -r requirements.txt" in runs
     assert any(r.startswith("pytest") for r in runs)  # includes the strict quick book build
-    (upload,) = steps_using(job, "actions/upload-artifact")
-    assert upload["if"] == "failure()" and "_build/html/reports" in upload["with"]["path"]
+    reports, screenshots = steps_using(job, "actions/upload-artifact")
+    assert reports["if"] == "failure()" and "_build/html/reports" in reports["with"]["path"]
+    # the browser tests' screenshots, on every run: where $CNNBOOK_ARTIFACTS puts them
+    assert job["env"]["CNNBOOK_ARTIFACTS"] == "${{ github.workspace }}/screenshots"
+    assert screenshots["if"] == "always()" and screenshots["with"]["path"].rstrip("/") == "screenshots"
 
 
 def test_publish_builds_the_readme_command_with_the_full_profile_and_deploys_to_pages():
@@ -282,6 +285,28 @@ def test_site_has_logo_favicon_link_preview_numbering_and_built_with_line(site, 
     assert re.fullmatch(r"Last built \d{4}-\d\d-\d\d with profile quick on .+, \d+ cores, .+\.",
                         footer), footer
     assert not errors, errors
+    page.close()
+
+
+@pytest.mark.book
+def test_the_site_root_redirects_to_the_first_chapter_with_title_and_favicon(site, browser):
+    root, base = site
+    soup = BeautifulSoup((root / "index.html").read_text(), "html.parser")
+    assert soup.title.get_text() == CONFIG["title"]
+    icon = soup.select_one('link[rel="icon"]')
+    assert icon and icon["href"] == "_static/logo.svg"  # no request for /favicon.ico, a 404
+    refresh = soup.select_one('meta[http-equiv="Refresh"]')["content"]
+    first = yaml.safe_load((BOOK / "_toc.yml").read_text())["root"] + ".html"
+    assert refresh == f"0; url={first}" and soup.select_one("body a")["href"] == first
+    page = browser.new_page()
+    console = []
+    page.on("console", lambda m: console.append(f"{m.type}: {m.text} {m.location}")
+            if m.type in ("error", "warning") else None)
+    page.goto(f"{base}/")
+    page.wait_for_url(f"{base}/{first}")
+    page.wait_for_load_state("networkidle")
+    assert page.request.get(f"{base}/{icon['href']}").status == 200
+    assert console == [], console
     page.close()
 
 

@@ -13,6 +13,9 @@ return a notebook ready to run, link-preview descriptions and a "last built with
   moving environment), and only when the package is missing, so in a clone it does nothing.
 * Downloads: the theme's ".ipynb" download is the executed notebook (outputs included); the same
   install cell is put in front of it.
+* Front door: ``index.html`` redirects to the first chapter, like the one sphinx-external-toc
+  writes, but with the book's title and favicon, so a browser opening the site's root asks for no
+  ``/favicon.ico`` (a 404 in the console) and a reader without automatic redirects gets a link.
 * Repository: ``repository.url`` and ``repository.branch`` in ``_config.yml`` are the only place
   the repository is named; the install cell, the launch links and the site URL for link previews
   (``https://<owner>.github.io/<name>/`` unless ``ogp_site_url`` is set) are derived from them.
@@ -20,6 +23,7 @@ return a notebook ready to run, link-preview descriptions and a "last built with
 
 from __future__ import annotations
 
+import html
 import posixpath
 import sys
 from datetime import datetime, timezone
@@ -192,6 +196,33 @@ def _build_finished(app, exception) -> None:
         path.write_text(nbformat.writes(with_install_cell(notebook, repo_url, branch)) + "\n")
 
 
+INDEX_PAGE = """<!DOCTYPE html>
+<html lang="{lang}">
+<head>
+<meta charset="utf-8" />
+<title>{title}</title>
+{icon}<meta http-equiv="Refresh" content="0; url={target}" />
+</head>
+<body><p><a href="{target}">{title}</a></p></body>
+</html>
+"""
+
+
+def _write_index(app, exception) -> None:
+    """The site's front door (see the module's docstring). Runs before sphinx-external-toc's
+    handler, which then leaves the file alone."""
+    if exception is not None or app.builder.format != "html" or app.config.root_doc == "index":
+        return
+    favicon = app.config.html_favicon or ""
+    if favicon and "://" not in favicon:
+        favicon = f"_static/{posixpath.basename(favicon)}"  # where Sphinx copies it
+    icon = f'<link rel="icon" href="{html.escape(favicon)}" />\n' if favicon else ""
+    Path(app.outdir, "index.html").write_text(INDEX_PAGE.format(
+        lang=html.escape(app.config.language or "en"), title=html.escape(app.config.html_title),
+        icon=icon, target=html.escape(app.builder.get_target_uri(app.config.root_doc))),
+        encoding="utf8")
+
+
 def _with_outputs(app, notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """The notebook with the outputs of its execution. When a page comes from myst-nb's
     execution cache, the notebook it writes for the download has none: take them from the cache
@@ -214,6 +245,7 @@ def setup(app):
     app.connect("html-page-context", _launch_links, priority=600)  # after the theme's (501)
     app.connect("html-page-context", _unique_scripts)
     app.connect("build-finished", _build_finished)
+    app.connect("build-finished", _write_index, priority=400)  # before sphinx-external-toc's
     return {"parallel_read_safe": True, "parallel_write_safe": True}
 
 

@@ -265,6 +265,12 @@ def analyze(layers: list[dict], dtype: str = "float32") -> Summary:
 
 
 # ----------------------------------------------------------------------------- training memory
+def _optimizer_slots(optimizer: str) -> int:
+    if optimizer not in OPTIMIZER_SLOTS:
+        raise ValueError(f"Unknown optimizer {optimizer!r}; use one of {', '.join(OPTIMIZER_SLOTS)}.")
+    return OPTIMIZER_SLOTS[optimizer]
+
+
 def training_memory(layers: list[dict], *, batch_size: int, optimizer: str = "adam",
                     dtype: str = "float32") -> pd.Series:
     """Bytes needed to train one step: weights, gradients, optimizer state, activations, input.
@@ -273,15 +279,14 @@ def training_memory(layers: list[dict], *, batch_size: int, optimizer: str = "ad
     (a framework may keep a little more, e.g. pre-activation values, or recompute some).
     """
     batch_size = _whole(batch_size, "batch_size")
-    if optimizer not in OPTIMIZER_SLOTS:
-        raise ValueError(f"Unknown optimizer {optimizer!r}; use one of {', '.join(OPTIMIZER_SLOTS)}.")
+    slots = _optimizer_slots(optimizer)
     table = analyze(layers, dtype).table
     size = DTYPE_BYTES[dtype]
     params = int(table["params"].sum())
     return pd.Series({
         "weights": params * size,
         "gradients": params * size,
-        "optimizer state": params * size * OPTIMIZER_SLOTS[optimizer],
+        "optimizer state": params * size * slots,
         "activations": int(table["activations"].iloc[1:].sum()) * size * batch_size,
         "input batch": int(table["activations"].iloc[0]) * size * batch_size,
     }, name="bytes")
@@ -297,6 +302,22 @@ def largest_batch(layers: list[dict], ram_bytes: int, *, optimizer: str = "adam"
 
 
 # --------------------------------------------------------------------------------- time estimate
+# Limits on a machine's clock (GHz) and bandwidth (GB/s), and on the efficiency: the smallest keep
+# every time below 1e300 seconds (never infinite), the largest are far past any real processor.
+MIN_RATE, MAX_RATE = 0.001, 1_000_000
+MIN_EFFICIENCY = 0.001
+
+
+def _between(value, what: str, low: float, high: float) -> float:
+    """``value`` as a float from ``low`` to ``high``, or a ValueError naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not low <= value <= high:
+        shown = repr(float(value)) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+            else repr(value)
+        raise ValueError(f"{what} must be a number from {low:,g} to {high:,}, got {shown}.")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class Machine:
     """A processor's float32 peak and memory bandwidth, with where the numbers come from."""
@@ -307,6 +328,13 @@ class Machine:
     flops_per_cycle: int  # float32 FLOPs per core per cycle at full vector width
     bandwidth_gbs: float  # main memory, GB/s
     source: str
+
+    def __post_init__(self):
+        _whole(self.cores, "cores")
+        _whole(self.flops_per_cycle, "flops_per_cycle")
+        _between(self.clock_ghz, "clock_ghz", MIN_RATE, MAX_RATE)
+        if self.bandwidth_gbs != 0:  # 0: not known, no memory bound
+            _between(self.bandwidth_gbs, "bandwidth_gbs", MIN_RATE, MAX_RATE)
 
     @property
     def peak_flops(self) -> float:
@@ -389,14 +417,14 @@ def estimate_training(layers: list[dict], machine: Machine, *, images: int, epoc
     and the optimizer reading and writing weights and state once per batch.
     """
     images, epochs = _whole(images, "images"), _whole(epochs, "epochs")
-    if not 0 < efficiency <= 1:
-        raise ValueError(f"efficiency must be in (0, 1], got {efficiency}.")
+    efficiency = _between(efficiency, "efficiency", MIN_EFFICIENCY, 1)
+    batch_size = _whole(batch_size, "batch_size")
+    slots = _optimizer_slots(optimizer)
     summary = analyze(layers, dtype)
     size = DTYPE_BYTES[dtype]
     flops = images * epochs * 3 * summary.totals["flops"]
     sustained = machine.peak_flops * efficiency
     compute_s = flops / sustained
-    slots = OPTIMIZER_SLOTS[optimizer]
     per_image = 4 * summary.totals["activations"] * size
     per_batch = summary.totals["params"] * size * (6 + 2 * slots)
     traffic = images * epochs * per_image + -(-images // batch_size) * epochs * per_batch

@@ -8,10 +8,10 @@
  * (book/_ext/cnnbook_calc.py). Errors are CalcError: the Python ValueError's message, plus the
  * layer index and field it is about, so a widget can show it next to that field.
  *
- * Checks that are the browser's own: a whole number above MAX_FIELD (2,147,483,647 = 2^31 - 1, far
- * past any real layer) is "absurdly large", and a machine's numbers (cores, clock, FLOPs per cycle,
- * bandwidth) are checked too (Python's Machine takes them as given). Together they keep every
- * double below 1e300, so no result is ever Infinity or NaN.
+ * A check that is the browser's own: a whole number above MAX_FIELD (2,147,483,647 = 2^31 - 1, far
+ * past any real layer) is "absurdly large". A machine's numbers (cores, clock, FLOPs per cycle,
+ * bandwidth) and the efficiency have Python's limits (Machine, estimate_training). Together they
+ * keep every double below 1e300, so no result is ever Infinity or NaN.
  */
 (function (root) {
   "use strict";
@@ -55,11 +55,6 @@
     if (Number.isNaN(x)) return "nan";
     if (!Number.isFinite(x)) return x > 0 ? "inf" : "-inf";
     return Number.isInteger(x) && Math.abs(x) < 1e16 ? `${x}.0` : String(x);
-  }
-
-  /* str() of a number that may be an int (BigInt, or a JS integer) or a float. */
-  function pyStr(value) {
-    return typeof value === "bigint" ? value.toString() : pyRepr(value);
   }
 
   function isWhole(value) {
@@ -283,18 +278,24 @@
   }
 
   /* A machine's numbers, checked: what the time widget's fields hold. */
+  /* Python's _between: a number from low to high, or its ValueError's message. */
+  function between(value, what, low, high, lowText, highText) {
+    if (typeof value !== "number" || !(low <= value && value <= high)) {
+      const shown = typeof value === "number" ? pyFloat(value) : pyRepr(value);
+      throw new CalcError(`${what} must be a number from ${lowText} to ${highText}, got ${shown}.`, { field: what });
+    }
+    return value;
+  }
+
+  /* Python's MIN_RATE, MAX_RATE and MIN_EFFICIENCY: with them no time reaches 1e300 seconds. */
+  const rate = (value, what) => between(value, what, 0.001, 1e6, "0.001", "1,000,000");
+
+  /* A machine's numbers, checked as Python's Machine checks them: the time widget's fields. */
   function checkMachine(m) {
-    const positive = (value, what, minimum = 0) => {
-      if (typeof value !== "number" || !Number.isFinite(value) || !(value > minimum) || value > 1e6) {
-        const shown = typeof value === "number" ? pyFloat(value) : pyRepr(value);
-        throw new CalcError(`${what} must be a number above ${minimum} and at most 1,000,000, got ${shown}.`, { field: what });
-      }
-      return value;
-    };
     const cores = whole(m.cores, "cores", { field: "cores" });
     const perCycle = whole(m.flops_per_cycle, "flops_per_cycle", { field: "flops_per_cycle" });
-    positive(m.clock_ghz, "clock_ghz");
-    if (m.bandwidth_gbs !== 0) positive(m.bandwidth_gbs, "bandwidth_gbs");
+    rate(m.clock_ghz, "clock_ghz");
+    if (m.bandwidth_gbs !== 0) rate(m.bandwidth_gbs, "bandwidth_gbs");
     return { ...m, cores: Number(cores), flops_per_cycle: Number(perCycle) };
   }
 
@@ -306,9 +307,7 @@
     optimizer = "adam", dtype = "float32" } = {}) {
     const nImages = whole(images, "images", { field: "images" });
     const nEpochs = whole(epochs, "epochs", { field: "epochs" });
-    if (typeof efficiency !== "number" || !(0 < efficiency && efficiency <= 1)) {
-      throw new CalcError(`efficiency must be in (0, 1], got ${pyStr(efficiency)}.`, { field: "efficiency" });
-    }
+    between(efficiency, "efficiency", 0.001, 1, "0.001", "1");
     const batch = whole(batchSize, "batch_size", { field: "batch_size" });
     const slots = optimizerSlots(optimizer);
     const m = checkMachine(machine);
