@@ -290,8 +290,8 @@ def test_site_has_logo_favicon_link_preview_numbering_and_built_with_line(site, 
 
 @pytest.mark.book
 def test_the_site_root_redirects_to_the_first_chapter_with_title_and_favicon(site, browser):
-    root, base = site
-    soup = BeautifulSoup((root / "index.html").read_text(), "html.parser")
+    book, base = site
+    soup = BeautifulSoup((book / "_build" / "html" / "index.html").read_text(), "html.parser")
     assert soup.title.get_text() == CONFIG["title"]
     icon = soup.select_one('link[rel="icon"]')
     assert icon and icon["href"] == "_static/logo.svg"  # no request for /favicon.ico, a 404
