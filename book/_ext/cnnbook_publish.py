@@ -14,8 +14,9 @@ return a notebook ready to run, link-preview descriptions and a "last built with
 * Downloads: the theme's ".ipynb" download is the executed notebook (outputs included); the same
   install cell is put in front of it.
 * Front door: ``index.html`` redirects to the first chapter, like the one sphinx-external-toc
-  writes, but with the book's title and favicon, so a browser opening the site's root asks for no
-  ``/favicon.ico`` (a 404 in the console) and a reader without automatic redirects gets a link.
+  writes, but with the book's title and its favicon inlined, so a browser opening the site's root
+  asks for no ``/favicon.ico`` (a 404 in the console) and no icon file (a request the redirect
+  would cancel), and a reader without automatic redirects gets a link.
 * Repository: ``repository.url`` and ``repository.branch`` in ``_config.yml`` are the only place
   the repository is named; the install cell, the launch links and the site URL for link previews
   (``https://<owner>.github.io/<name>/`` unless ``ogp_site_url`` is set) are derived from them.
@@ -23,7 +24,9 @@ return a notebook ready to run, link-preview descriptions and a "last built with
 
 from __future__ import annotations
 
+import base64
 import html
+import mimetypes
 import posixpath
 import sys
 from datetime import datetime, timezone
@@ -208,15 +211,25 @@ INDEX_PAGE = """<!DOCTYPE html>
 """
 
 
+def _favicon_href(app) -> str:
+    """The favicon for the redirect page, inlined as a data: URL when it is a local file: the page
+    navigates away at once, which would cancel a request for it (a failed request in the console)."""
+    favicon = app.config.html_favicon
+    path = Path(app.confdir, favicon)
+    if "://" in favicon or not path.is_file():
+        return favicon
+    kind = mimetypes.guess_type(path.name)[0] or "image/x-icon"
+    return f"data:{kind};base64,{base64.b64encode(path.read_bytes()).decode()}"
+
+
 def _write_index(app, exception) -> None:
     """The site's front door (see the module's docstring). Runs before sphinx-external-toc's
     handler, which then leaves the file alone."""
     if exception is not None or app.builder.format != "html" or app.config.root_doc == "index":
         return
-    favicon = app.config.html_favicon or ""
-    if favicon and "://" not in favicon:
-        favicon = f"_static/{posixpath.basename(favicon)}"  # where Sphinx copies it
-    icon = f'<link rel="icon" href="{html.escape(favicon)}" />\n' if favicon else ""
+    icon = ""
+    if app.config.html_favicon:
+        icon = f'<link rel="icon" href="{html.escape(_favicon_href(app))}" />\n'
     Path(app.outdir, "index.html").write_text(INDEX_PAGE.format(
         lang=html.escape(app.config.language or "en"), title=html.escape(app.config.html_title),
         icon=icon, target=html.escape(app.builder.get_target_uri(app.config.root_doc))),
