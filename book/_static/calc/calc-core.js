@@ -277,7 +277,6 @@
     return n > 0n ? n : 0n;
   }
 
-  /* A machine's numbers, checked: what the time widget's fields hold. */
   /* Python's _between: a number from low to high, or its ValueError's message. */
   function between(value, what, low, high, lowText, highText) {
     if (typeof value !== "number" || !(low <= value && value <= high)) {
