@@ -86,7 +86,10 @@ def cache_dir(tmp_path, monkeypatch):
     return path
 
 
-# --- the book, built once per test session (tests/test_book.py, tests/test_publish.py) ---------
+# --- the book, built once per test session (book, browser, publish and benchmark tests) -------
+#
+# The build starts in the background as soon as the tests are collected, and the tests that need
+# it run last: the unit tests run while the book builds. `pytest -m "not book"` starts no build.
 
 BOOK = Path(__file__).resolve().parents[1] / "book"
 JUPYTER_BOOK = str(Path(sys.executable).with_name("jupyter-book"))
@@ -101,18 +104,78 @@ def build(book: Path, env: dict) -> subprocess.CompletedProcess:
                           text=True, timeout=1800)
 
 
+class _SessionBuild:
+    """The real book, copied and built with the quick profile and a fresh run cache, in the
+    background; :meth:`wait` returns what the ``built_book`` fixture gives."""
+
+    def __init__(self, tmp: Path):
+        self.book = tmp / "book"
+        shutil.copytree(BOOK, self.book, ignore=shutil.ignore_patterns("_build", "*.ipynb"))
+        data = os.environ.get("CNNBOOK_DATA")
+        if not data or not Path(data).exists():  # no real CIFAR-10 here: a generated look-alike
+            data = str(tmp / "images")
+            write_image_folder(Path(data), train_per_class=150, test_per_class=50)
+        self.env = dict(os.environ, CNNBOOK_PROFILE="quick", CNNBOOK_DATA=data,
+                        CNNBOOK_CACHE=str(tmp / "cache"))
+        self.log = tmp / "build.log"
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen([JUPYTER_BOOK, "build", str(self.book)], env=self.env,
+                                         stdout=log, stderr=subprocess.STDOUT, text=True)
+
+    def wait(self):
+        returncode = self.proc.wait(timeout=1800)
+        output = self.log.read_text()
+        result = subprocess.CompletedProcess(self.proc.args, returncode, output, "")
+        assert returncode == 0, output[-10000:]
+        return self.book, self.env, result
+
+
+_session_build: _SessionBuild | None = None
+
+
+def _needs_book(item) -> bool:
+    return "built_book" in getattr(item, "fixturenames", ())
+
+
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected what will not run
+def pytest_collection_modifyitems(session, config, items):
+    global _session_build
+    items[:] = [i for i in items if not _needs_book(i)] + [i for i in items if _needs_book(i)]
+    if any(map(_needs_book, items)) and not config.option.collectonly:
+        _session_build = _SessionBuild(config._tmp_path_factory.mktemp("book"))
+
+
+def pytest_sessionfinish(session):
+    if _session_build is not None and _session_build.proc.poll() is None:
+        _session_build.proc.kill()  # the session ended early (-x, Ctrl-C)
+
+
 @pytest.fixture(scope="session")
-def built_book(tmp_path_factory):
-    """The real book, copied and built once with the quick profile and a fresh run cache."""
-    tmp = tmp_path_factory.mktemp("book")
-    book = tmp / "book"
-    shutil.copytree(BOOK, book, ignore=shutil.ignore_patterns("_build"))
-    data = os.environ.get("CNNBOOK_DATA")
-    if not data or not Path(data).exists():  # no real CIFAR-10 here: a generated look-alike
-        data = str(tmp / "images")
-        write_image_folder(Path(data), train_per_class=300, test_per_class=100)
-    env = dict(os.environ, CNNBOOK_PROFILE="quick", CNNBOOK_DATA=data,
-               CNNBOOK_CACHE=str(tmp / "cache"))
-    result = build(book, env)
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
-    return book, env, result
+def built_book():
+    """The session's quick build of the real book: (book folder, its environment, the build)."""
+    assert _session_build is not None, "the book build was not started at collection"
+    return _session_build.wait()
+
+
+@pytest.fixture(scope="session")
+def reduced_bench(built_book, tmp_path_factory):
+    """``python -m cnnbook bench --reduced --built`` once, on the session's built book and run
+    cache: (its results, its printed summary, its copy of the book after the rebuilds)."""
+    import contextlib
+    import io
+    import json
+
+    from cnnbook.__main__ import main
+
+    book, env, _ = built_book
+    work = tmp_path_factory.mktemp("bench")
+    out = work / "results.json"
+    printed = io.StringIO()
+    # pytest and the book build keep this machine busy: the run is allowed, and labelled busy
+    with contextlib.redirect_stdout(printed):
+        status = main(["bench", "--reduced", "--out", str(out), "--data", env["CNNBOOK_DATA"],
+                       "--book", str(book), "--built", "--cache-dir", env["CNNBOOK_CACHE"],
+                       "--allow-busy", "--workdir", str(work / "work")])
+    assert status == 0, printed.getvalue()
+    assert f"Wrote {out}" in printed.getvalue()
+    return json.loads(out.read_text()), printed.getvalue(), work / "work" / "book"

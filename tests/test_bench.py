@@ -16,8 +16,6 @@ import pytest
 from cnnbook import bench, calc
 from cnnbook.__main__ import main
 
-from conftest import write_image_folder
-
 BOOK = Path(__file__).resolve().parents[1] / "book"
 
 
@@ -65,30 +63,96 @@ def test_site_weight_counts_pages_with_their_own_images(tmp_path):
         bench.site_weight(tmp_path / "empty")
 
 
+def training_fixture(seconds: dict, peaks: dict) -> dict:
+    precision = {"book_bf16": "bfloat16"}
+    return {"train_images": 500, "validation_images": 100, "peak_flops": peaks,
+            "models": {"conv": {"paths": {
+                k: {"label": k, "precision": precision.get(k, "float32"), "seconds": s,
+                    "median_seconds": statistics.median(s),
+                    "images_per_second": 500 / statistics.median(s)}
+                for k, s in seconds.items()}}}}
+
+
 def test_flops_and_estimates_follow_the_calculator():
     seconds = {"book_f32": [2.0, 2.2, 1.8], "assignment_f64": [2.5, 2.4, 2.6],
                "book_bf16": [1.0, 1.1, 0.9]}
-    training = {"train_images": 500, "validation_images": 100,
-                "peak_flops": {"float32": 200e9, "bfloat16": 800e9},
-                "models": {"conv": {"paths": {
-                    k: {"label": k, "seconds": s, "median_seconds": statistics.median(s),
-                        "images_per_second": 500 / statistics.median(s)}
-                    for k, s in seconds.items()}}}}
+    training = training_fixture(seconds, {"float32": 2000e9, "bfloat16": 8000e9})
     bench.add_flops_and_estimates(training, {"conv": [{"precision": "float32"}]})
     entry = training["models"]["conv"]
     layers = calc.presets()["conv"]
     forward = calc.analyze(layers).totals["flops"]
     epoch_flops = 500 * 3 * forward + 100 * forward
-    book = entry["paths"]["book_f32"]
+    assert entry["flops"]["epoch"] == epoch_flops
+    book, bf16 = entry["paths"]["book_f32"], entry["paths"]["book_bf16"]
     assert book["achieved_flops"] == pytest.approx(epoch_flops / 2.0)
-    assert book["percent_of_float32_peak"] == pytest.approx(100 * epoch_flops / 2.0 / 200e9)
+    assert book["percent_of_peak"] == pytest.approx(100 * epoch_flops / 2.0 / 2000e9)
+    # bfloat16 is judged against the bfloat16 peak, never the float32 one
+    assert bf16["percent_of_peak"] == pytest.approx(100 * epoch_flops / 1.0 / 8000e9)
     assert entry["ratios"]["book_f32_vs_assignment_f64"] == pytest.approx(2.5 / 2.0)
     assert entry["ratios"]["book_bf16_vs_book_f32"] == pytest.approx(2.0 / 1.0)
     e = entry["epoch_seconds"]
-    assert e["predicted_at_float32_peak"] == pytest.approx(
-        (50_000 * 3 * forward + 10_000 * forward) / 200e9)
+    full_flops = 50_000 * 3 * forward + 10_000 * forward
+    assert e["predicted_at_float32_peak"] == pytest.approx(full_flops / 2000e9)
+    assert e["predicted_at_bfloat16_peak"] == pytest.approx(full_flops / 8000e9)
     assert e["measured_book_f32"] == pytest.approx(2.0 * 100)  # 500 images -> 50,000
+    assert e["measured_book_bf16"] == pytest.approx(1.0 * 100)
+    # no measured epoch beats the prediction at the peak of its own precision
+    assert e["measured_book_f32"] >= e["predicted_at_float32_peak"]
     assert e["full_profile_runs"] == [{"precision": "float32"}]
+
+
+def test_without_bfloat16_there_is_no_bfloat16_figure():
+    training = training_fixture({"book_f32": [2.0], "assignment_f64": [2.5]},
+                                {"float32": 2000e9})
+    bench.add_flops_and_estimates(training, {})
+    entry = training["models"]["conv"]
+    assert set(entry["ratios"]) == {"book_f32_vs_assignment_f64"}
+    assert not [k for k in entry["epoch_seconds"] if "bf16" in k or "bfloat16" in k]
+    assert entry["epoch_seconds"]["full_profile_runs"] == []
+
+
+def test_a_path_faster_than_the_peak_is_a_measurement_error():
+    forward = calc.analyze(calc.presets()["conv"]).totals["flops"]
+    epoch_flops = 500 * 3 * forward + 100 * forward
+    peak = epoch_flops / 2.0 / 1.2  # the book's 2-second epoch would be 120 % of this peak
+    training = training_fixture({"book_f32": [2.0], "assignment_f64": [4.0]}, {"float32": peak})
+    with pytest.raises(bench.BenchError, match=r"book_f32: .* 120 % of the measured float32 "
+                                               r"peak .*idle machine"):
+        bench.add_flops_and_estimates(training, {})
+
+
+def test_bfloat16_is_native_only_with_avx512_bf16_amx_or_a_gpu():
+    assert bench.bfloat16_support({"cpu_flags": ["avx2", "fma"], "gpus": []})["native"] is False
+    assert "emulated" in bench.bfloat16_support({"cpu_flags": ["avx2"], "gpus": []})["why"]
+    for flags, name in ((["avx512_bf16"], "AVX512_BF16"), (["amx_bf16"], "AMX")):
+        support = bench.bfloat16_support({"cpu_flags": flags, "gpus": []})
+        assert support == {"native": True, "why": f"the processor has {name}"}
+    gpu = bench.bfloat16_support({"cpu_flags": [], "gpus": ["/physical_device:GPU:0"]})
+    assert gpu["native"] and "GPU" in gpu["why"]
+
+
+def test_a_busy_machine_stops_the_benchmark_unless_allowed():
+    with pytest.raises(bench.BenchError, match=r"load average is 1\.50 on 2 cores.*--allow-busy"):
+        bench.check_idle(2, allow_busy=False, load=[1.5, 1.0, 0.5])
+    busy = bench.check_idle(2, allow_busy=True, load=[1.5, 1.0, 0.5])
+    assert busy == {"load_average_at_start": [1.5, 1.0, 0.5], "busy_threshold": 1.0,
+                    "busy": True}
+    assert bench.check_idle(4, allow_busy=False, load=[0.9, 2, 2])["busy"] is False
+    assert bench.check_idle(16, allow_busy=False, load=[3.9, 0, 0])["busy"] is False  # 1 per 4
+
+
+def test_the_cli_refuses_a_busy_machine_with_the_fix(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(os, "getloadavg", lambda: (7.0, 5.0, 3.0))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    out = tmp_path / "results.json"
+    assert main(["bench", "--reduced", "--out", str(out), "--data", str(tmp_path)]) == 2
+    assert "busy" in capsys.readouterr().err and not out.exists()
+
+
+def test_built_needs_a_built_book(tmp_path):
+    (tmp_path / "_toc.yml").write_text("root: intro\n")
+    with pytest.raises(bench.BenchError, match="has not been built"):
+        bench.measure_builds(tmp_path, bench.REDUCED, tmp_path / "work", built=True)
 
 
 def test_cached_full_runs_reads_the_run_cache(tmp_path):
@@ -97,58 +161,66 @@ def test_cached_full_runs_reads_the_run_cache(tmp_path):
     (run / "result.json").write_text(json.dumps({
         "model_name": "conv", "epoch_seconds": [10.0, 30.0, 20.0], "test_accuracy": 0.6,
         "config": {"precision": "mixed_bfloat16", "pipeline": "tf.data"},
-        "provenance": {"date": "2026-01-01T00:00:00", "hardware": {"cpu": "Some CPU"}}}))
+        "provenance": {"date": "2026-01-01T00:00:00",
+                       "hardware": {"cpu": "Some CPU", "cores": 2, "gpus": []}}}))
     (tmp_path / "runs" / "conv-quick-4567").mkdir()  # not full profile: ignored
     runs = bench.cached_full_runs(tmp_path)
     assert runs == {"conv": [{"run": "conv-full-0123", "precision": "mixed_bfloat16",
                               "pipeline": "tf.data", "epochs": 3, "median_epoch_seconds": 20.0,
                               "test_accuracy": 0.6, "date": "2026-01-01T00:00:00",
-                              "hardware": "Some CPU"}]}
+                              "hardware": "Some CPU", "cores": 2, "gpus": []}]}
 
 
 @pytest.mark.book
-def test_reduced_benchmark_end_to_end(tmp_path, cache_dir, capsys):
-    """`python -m cnnbook bench --reduced` runs and writes a complete, sane results file."""
-    data = os.environ.get("CNNBOOK_DATA")
-    if not data or not Path(data).exists():  # no real CIFAR-10 here: a generated look-alike
-        data = str(tmp_path / "images")
-        write_image_folder(Path(data), train_per_class=300, test_per_class=100)
-    out = tmp_path / "bench" / "results.json"
-    assert main(["bench", "--reduced", "--out", str(out), "--data", data]) == 0
-    printed = capsys.readouterr().out
-    assert "peak (matmul)" in printed and f"Wrote {out}" in printed
-    results = json.loads(out.read_text())
+def test_reduced_benchmark_end_to_end(reduced_bench, built_book):
+    """`python -m cnnbook bench --reduced --built` on the session's built book and run cache."""
+    results, printed, _ = reduced_bench
+    cache = Path(built_book[1]["CNNBOOK_CACHE"])
+    assert "peak (matmul, best of before and after)" in printed
     assert results["mode"] == "reduced" and results["date"].startswith("20")
     assert {"tensorflow", "keras", "numpy", "jupyter-book"} <= set(results["machine"]["versions"])
     assert results["machine"]["cores"] >= 1 and results["machine"]["cpu"]
+    load, limit = results["load_average_at_start"], results["busy_threshold"]
+    assert results["busy"] == (load[0] > limit) and len(results["load_average_at_end"]) == 3
+    assert ("BUSY run" in printed) == results["busy"]
 
     training = results["training"]
     assert (training["train_images"], training["validation_images"]) == (250, 50)
-    peaks = training["peak_flops"]
-    assert peaks["float32"] > 1e9 and peaks["bfloat16"] > 1e9  # any CPU of this century
-    assert len(training["peak_flops_runs"]["float32"]) == 2 * training["rounds"]
+    native = results["machine"]["bfloat16"]["native"]
+    dtypes = {"float32", "bfloat16"} if native else {"float32"}
+    assert set(training["peak_flops"]) == dtypes
+    for dtype in dtypes:
+        runs = training["peak_flops_runs"][dtype]
+        assert len(runs["before"]) == len(runs["after"]) == bench.REDUCED.peak_products
+        assert training["peak_flops"][dtype] == max(runs["before"] + runs["after"])
+        assert training["peak_spread"][dtype]["all"]["max"] == training["peak_flops"][dtype]
+        assert training["peak_flops"][dtype] > 1e9  # any CPU of this century
+    if not native:
+        assert "bfloat16 not measured" in printed and "emulated" in printed
     for model in ("conv", "pool"):
         entry = training["models"][model]
-        assert set(entry["paths"]) == {"book_f32", "assignment_f64", "book_bf16"}
+        assert set(entry["paths"]) == {"book_f32", "assignment_f64"} | (
+            {"book_bf16"} if native else set())
         for row in entry["paths"].values():
             assert len(row["seconds"]) == training["rounds"] and min(row["seconds"]) > 0
             assert row["images_per_second"] == pytest.approx(250 / row["median_seconds"])
-            assert 0 < row["percent_of_float32_peak"] < 1000
+            assert 0 < row["percent_of_peak"] <= 100  # of the peak of its own precision
         ratios = entry["ratios"]
         assert ratios["book_f32_vs_assignment_f64"] == pytest.approx(
             entry["paths"]["book_f32"]["images_per_second"]
             / entry["paths"]["assignment_f64"]["images_per_second"])
         e = entry["epoch_seconds"]
-        assert e["predicted_at_float32_peak"] > 0 and e["measured_book_f32"] > 0
+        assert 0 < e["predicted_at_float32_peak"] <= e["measured_book_f32"]
         assert entry["flops"]["training_per_image"] == calc.training_flops_per_image(
             calc.presets()[model])
 
     builds = results["builds"]
-    assert set(builds["seconds"]) == {"cold", "no_change", "prose_edit", "code_edit"}
-    assert all(s > 0 for s in builds["seconds"].values())
-    # a fresh run cache: the cold build trained both quick-profile models
-    assert [n.split("-")[:2] for n in builds["quick_runs_trained_by_cold_build"]] == [
-        ["conv", "quick"], ["pool", "quick"]]
+    seconds = builds["seconds"]
+    assert seconds["cold"] is None and builds["quick_runs_trained_by_cold_build"] is None
+    assert all(seconds[k] > 0 for k in ("no_change", "prose_edit", "code_edit"))
+    # the session's two quick runs were reused: the benchmark trained nothing
+    assert sorted(p.name.split("-")[0] for p in (cache / "runs").iterdir()) == ["conv", "pool"]
+    assert builds["quick_runs_trained_by_rebuilds"] == []
     site = builds["site"]
     pages = {p["page"] for p in site["pages"]}
     assert {"intro.html", "conv_only.html", "benchmarks.html"} <= pages

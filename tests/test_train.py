@@ -53,7 +53,7 @@ def test_profiles(monkeypatch):
     assert full.description == ("50,000 training and 10,000 test images, 15 epochs: "
                                 "the assignment's setup")
     assert train.get_profile("quick").description.startswith(
-        "3,000 training and 1,000 test images, 4 epochs")
+        "1,500 training and 500 test images, 3 epochs")
 
 
 def test_tiny_end_to_end_run(tiny, cache_dir):

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         "measured matmul peak, predicted vs measured epoch time, book build times on a copy of "
         "the book, and the built site's weight. Writes one JSON file.")
     b.add_argument("--reduced", action="store_true",
-                   help="fewer images and rounds, no extra variants: under 10 minutes on 2 cores")
+                   help="fewer images and rounds, no extra variants (a few minutes on 2 cores)")
     b.add_argument("--out", metavar="FILE", default="bench-results.json",
                    help="where to write the JSON (default: %(default)s; the book shows "
                    "book/_static/bench/latest.json)")
@@ -50,6 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--data", metavar="SOURCE", help=f"default: ${data.DATA_ENV}, else keras")
     b.add_argument("--cache-dir", help=f"default: ${data.CACHE_ENV}, else ~/.cache/cnnbook")
     b.add_argument("--no-builds", action="store_true", help="measure training only")
+    b.add_argument("--built", action="store_true",
+                   help="the --book folder was already built with this data source and cache "
+                   "(its _build is reused): time the rebuilds, not the cold build")
+    b.add_argument("--workdir", metavar="DIR",
+                   help="keep the copy of the book and the workers' logs in DIR (default: a "
+                   "temporary folder, removed at the end)")
+    b.add_argument("--allow-busy", action="store_true",
+                   help="measure even if the load average at the start says the machine is "
+                   "busy (the results are labelled busy)")
     args = parser.parse_args(argv)
     if args.command == "bench":
         return _bench(args)
@@ -87,7 +96,8 @@ def _bench(args) -> int:
     try:
         results = bench.run(bench.REDUCED if args.reduced else bench.FULL, out=args.out,
                             book=args.book, data_source=args.data, cache_dir=args.cache_dir,
-                            builds=not args.no_builds)
+                            builds=not args.no_builds, built=args.built,
+                            allow_busy=args.allow_busy, workdir=args.workdir)
     except (data.DataError, bench.BenchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

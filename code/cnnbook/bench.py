@@ -4,21 +4,28 @@
 
 * training throughput (images per second, one epoch with its validation pass) of both CIFAR-10
   models along the book's path (:func:`cnnbook.train.compiled_model` and
-  :func:`cnnbook.train.book_datasets`), in float32 and in bfloat16, against the assignment's plain
-  ``model.fit`` on float64 arrays (``x / 255.0``), batch 32, and the ratios;
-* the FLOP/s that training achieves (the calculator's FLOP counts, :mod:`cnnbook.calc`) against
-  the float32 (and bfloat16) peak of a large matrix product measured in the same run;
+  :func:`cnnbook.train.book_datasets`) against the assignment's plain ``model.fit`` on float64
+  arrays (``x / 255.0``), batch 32, and the ratios; in bfloat16 too where the hardware multiplies
+  it natively (AVX512_BF16 or AMX, or a GPU): elsewhere TensorFlow emulates it, many times slower
+  than float32, and the bfloat16 paths are skipped and the results file says why;
+* the peak of each precision measured: the best of several large matrix products, taken before
+  and after the training runs (the spread is recorded), and the FLOP/s that training achieves
+  (the calculator's FLOP counts, :mod:`cnnbook.calc`) as a share of the peak of its own precision;
+  a float32 path above 100 % of the float32 peak is a measurement error and stops the command;
 * seconds per full-profile epoch, predicted by :func:`cnnbook.calc.estimate_epoch_seconds` at
-  the measured peak, against measured;
+  the measured peak (no epoch can be faster), against measured;
 * book build times on a temporary copy of the book: cold (quick profile), no change, a prose
-  edit in a training chapter, a code edit in one chapter;
+  edit in a training chapter, a code edit in one chapter; with ``--built`` the copy is of a book
+  already built (its ``_build`` folder and run cache reused), and the cold build is not measured;
 * the built site's weight: total, heaviest page, largest image.
 
-Every timing is a median after warm-up. Each training path runs in its own worker process (so
-that settings read at start-up, such as oneDNN or thread counts, can differ), and the parent
-alternates them epoch by epoch, so a machine that speeds up or slows down (other work sharing
-the CPU) affects every path alike. ``--reduced`` measures fewer images and rounds and skips the
-extra variants: under 10 minutes on 2 cores.
+The load average is recorded at the start and at the end. A machine already busy at the start
+(a 1-minute load above :data:`BUSY_LOAD` per 4 cores) measures other work's speed as much as its
+own, so the command stops unless ``--allow-busy`` is given, and a busy run says so wherever it is
+shown. Every timing is a median after warm-up. Each training path runs in its own worker process
+(so that settings read at start-up, such as oneDNN or thread counts, can differ), and the parent
+alternates them epoch by epoch, so a machine that speeds up or slows down affects every path
+alike. ``--reduced`` measures fewer images and rounds and skips the extra variants.
 """
 
 from __future__ import annotations
@@ -54,12 +61,18 @@ class Settings:
     test_per_class: int  # validation images per class (the full profile's 5:1 ratio)
     rounds: int  # measured epochs per path, alternating, after one warm-up epoch
     matmul_size: int  # n of the n x n x n matrix product that measures the peak
+    peak_products: int  # products timed before the training runs, and again after them
     variants: bool  # also measure what the book tried and did not keep
     rebuilds: int  # repeats of the no-change rebuild
 
 
-FULL = Settings("full", 50, 10, 7, 4096, True, 3)
-REDUCED = Settings("reduced", 25, 5, 3, 2048, False, 1)
+FULL = Settings("full", 50, 10, 7, 4096, 7, True, 3)
+REDUCED = Settings("reduced", 25, 5, 3, 2048, 5, False, 1)
+
+# A run is busy when the 1-minute load average at its start is above this, per 4 cores (at least
+# 1.0): on 2 cores, one other busy process already takes half the machine.
+BUSY_LOAD = 1.0
+BF16_FLAGS = {"avx512_bf16": "AVX512_BF16", "amx_bf16": "AMX"}  # native bfloat16 on x86 CPUs
 
 
 @dataclass(frozen=True)
@@ -107,24 +120,22 @@ def _worker(spec: dict) -> None:
     if kind == "matmul":
         import tensorflow as tf
 
-        n = spec["size"]
-        mats = {d: (tf.random.normal((n, n), dtype=tf.float32),
-                    tf.random.normal((n, n), dtype=tf.float32)) for d in ("float32", "bfloat16")}
-        mats["bfloat16"] = tuple(tf.cast(m, tf.bfloat16) for m in mats["bfloat16"])
+        n, dtypes = spec["size"], spec["dtypes"]
+        mats = {d: tuple(tf.cast(tf.random.normal((n, n), dtype=tf.float32), d) for _ in "ab")
+                for d in dtypes}
 
         def once(dtype):
             a, b = mats[dtype]
             start = time.perf_counter()
             c = tf.linalg.matmul(a, b)
             float(c[0, 0])  # the product is finished before the clock stops
-            return time.perf_counter() - start
+            return 2 * n ** 3 / (time.perf_counter() - start)
 
-        for dtype in mats:
+        for dtype in dtypes:
             once(dtype), once(dtype)  # warm-up
         reply(ready=True)
-        while sys.stdin.readline():
-            reply(**{dtype: 2 * n ** 3 / statistics.median(once(dtype) for _ in range(3))
-                     for dtype in mats})
+        while sys.stdin.readline():  # one FLOP/s figure per product, each dtype in turn
+            reply(**{d: [once(d) for _ in range(spec["products"])] for d in dtypes})
         return
 
     ds = data.load_cifar10(spec["data"], train_per_class=spec["train_per_class"],
@@ -202,16 +213,39 @@ def _worker_env(extra: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------- training
+def bfloat16_support(machine_info: dict) -> dict:
+    """Whether this machine multiplies bfloat16 natively: AVX512_BF16 or AMX, or a GPU."""
+    units = [name for flag, name in BF16_FLAGS.items() if flag in machine_info["cpu_flags"]]
+    if machine_info.get("gpus"):
+        return {"native": True, "why": "a GPU: " + ", ".join(machine_info["gpus"])}
+    if units:
+        return {"native": True, "why": "the processor has " + " and ".join(units)}
+    return {"native": False,
+            "why": "the processor has neither AVX512_BF16 nor AMX and TensorFlow sees no GPU: "
+                   "bfloat16 would be emulated, many times slower than float32, and would "
+                   "measure the emulation, not the format"}
+
+
+def _spread(values: list[float]) -> dict:
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
 def measure_training(settings: Settings, *, data_source=None, cache_dir=None,
-                     models=("conv", "pool"), log=print, workdir: Path) -> dict:
-    """Images per second of every path, alternating epoch by epoch; the matmul peak between."""
-    paths = PATHS + (VARIANTS if settings.variants else [])
+                     models=("conv", "pool"), bfloat16: bool = False, log=print,
+                     workdir: Path) -> dict:
+    """Images per second of every path, alternating epoch by epoch; the peak before and after."""
+    paths = [p for p in PATHS + (VARIANTS if settings.variants else [])
+             if bfloat16 or p.precision != "mixed_bfloat16"]
+    dtypes = ["float32"] + (["bfloat16"] if bfloat16 else [])
     seconds: dict[tuple, list[float]] = {}
-    peaks = {"float32": [], "bfloat16": []}
-    peak = _Worker({"kind": "matmul", "size": settings.matmul_size, "key": "matmul"},
+    peak = _Worker({"kind": "matmul", "size": settings.matmul_size, "dtypes": dtypes,
+                    "products": settings.peak_products, "key": "matmul"},
                    _worker_env({}), workdir / "worker-matmul.log")
     try:
         peak.read()
+        before = peak.ask()  # the peak worker sits idle while the models train
+        log("  peak before: " + ", ".join(f"{d} best {max(v) / 1e9:.0f} GFLOP/s"
+                                          for d, v in before.items()))
         for model in models:  # one model's workers at a time: less memory
             workers: dict[str, _Worker] = {}
             try:
@@ -226,8 +260,6 @@ def measure_training(settings: Settings, *, data_source=None, cache_dir=None,
                     w.read()
                 log(f"  {model}: {len(workers)} paths warmed up")
                 for r in range(settings.rounds):
-                    for dtype, value in peak.ask().items():
-                        peaks[dtype].append(value)
                     for key, w in workers.items():
                         seconds.setdefault((model, key), []).append(w.ask()["seconds"])
                     log(f"  {model} round {r + 1}/{settings.rounds}: " + ", ".join(
@@ -235,33 +267,48 @@ def measure_training(settings: Settings, *, data_source=None, cache_dir=None,
             finally:
                 for w in workers.values():
                     w.close()
+        after = peak.ask()
+        log("  peak after: " + ", ".join(f"{d} best {max(v) / 1e9:.0f} GFLOP/s"
+                                         for d, v in after.items()))
     finally:
         peak.close()
     n_train, n_test = 10 * settings.train_per_class, 10 * settings.test_per_class
     result = {"train_images": n_train, "validation_images": n_test, "batch_size": 32,
               "rounds": settings.rounds,
-              "peak_flops": {d: statistics.median(v) for d, v in peaks.items()},
-              "peak_flops_runs": peaks, "models": {}}
-    labels = {p.key: p.label for p in paths}
+              "peak_flops": {d: max(before[d] + after[d]) for d in dtypes},
+              "peak_flops_runs": {d: {"before": before[d], "after": after[d]} for d in dtypes},
+              "peak_spread": {d: {"before": _spread(before[d]), "after": _spread(after[d]),
+                                  "all": _spread(before[d] + after[d])} for d in dtypes},
+              "peak_means": f"the best of {settings.peak_products} products of two "
+                            f"{settings.matmul_size} x {settings.matmul_size} matrices before "
+                            f"the training runs and {settings.peak_products} after them",
+              "models": {}}
     for model in models:
         rows = {}
         for p in paths:
             s = seconds[model, p.key]
-            rows[p.key] = {"label": labels[p.key], "seconds": s,
-                           "median_seconds": statistics.median(s),
+            rows[p.key] = {"label": p.label,
+                           "precision": "bfloat16" if p.precision == "mixed_bfloat16"
+                           else "float32",  # what the convolutions compute in
+                           "seconds": s, "median_seconds": statistics.median(s),
+                           "spread_seconds": _spread(s),
                            "images_per_second": n_train / statistics.median(s)}
         result["models"][model] = {"paths": rows}
     return result
 
 
 def add_flops_and_estimates(training: dict, cached_runs: dict) -> None:
-    """Achieved FLOP/s, % of the measured peak, and predicted vs measured epoch seconds."""
+    """Achieved FLOP/s, % of the peak of each path's precision, predicted vs measured epochs.
+
+    Raises :class:`BenchError` when a path beats the measured peak of its precision: the peak
+    is then no peak (measured while something else ran, or too small a product), and a results
+    file that says so would contradict itself.
+    """
     from . import calc
 
     presets = calc.presets()
     n_train, n_test = training["train_images"], training["validation_images"]
-    peak32 = training["peak_flops"]["float32"]
-    peak16 = training["peak_flops"]["bfloat16"]
+    peaks = training["peak_flops"]
     for model, entry in training["models"].items():
         layers = presets[model]
         forward = calc.analyze(layers).totals["flops"]
@@ -270,27 +317,34 @@ def add_flops_and_estimates(training: dict, cached_runs: dict) -> None:
         paths = entry["paths"]
         for key, row in paths.items():
             row["achieved_flops"] = epoch_flops / row["median_seconds"]
-            row["percent_of_float32_peak"] = 100 * row["achieved_flops"] / peak32
-            row["percent_of_bfloat16_peak"] = 100 * row["achieved_flops"] / peak16
+            row["percent_of_peak"] = 100 * row["achieved_flops"] / peaks[row["precision"]]
             row["speedup_vs_assignment"] = (paths["assignment_f64"]["median_seconds"]
                                             / row["median_seconds"])
             row["speedup_vs_book_f32"] = paths["book_f32"]["median_seconds"] / row["median_seconds"]
+            if row["percent_of_peak"] > 100:
+                raise BenchError(
+                    f"{model}, {row['label']}: {row['achieved_flops'] / 1e9:.1f} GFLOP/s, "
+                    f"{row['percent_of_peak']:.0f} % of the measured {row['precision']} peak "
+                    f"({peaks[row['precision']] / 1e9:.1f} GFLOP/s). Training cannot beat the "
+                    "peak: the peak measurement was disturbed (other work on the machine?). "
+                    "Run the benchmark again on an idle machine.")
         scale = FULL_TRAIN_IMAGES / n_train  # the subset keeps the full profile's 5:1 ratio
-        entry["flops"] = {"forward_per_image": forward, "training_per_image": per_image}
-        entry["epoch_seconds"] = {
-            "predicted_at_float32_peak": calc.estimate_epoch_seconds(
-                layers, FULL_TRAIN_IMAGES, peak32, validation_images=FULL_TEST_IMAGES),
-            "measured_book_f32": paths["book_f32"]["median_seconds"] * scale,
-            "measured_assignment_f64": paths["assignment_f64"]["median_seconds"] * scale,
-            "measured_book_bf16": paths["book_bf16"]["median_seconds"] * scale,
-            "measured_from": f"{n_train:,}-image epochs with {n_test:,} validation images, "
-                             f"scaled to {FULL_TRAIN_IMAGES:,} + {FULL_TEST_IMAGES:,}",
-            "full_profile_runs": cached_runs.get(model, []),
-        }
+        entry["flops"] = {"forward_per_image": forward, "training_per_image": per_image,
+                          "epoch": epoch_flops}
+        e = entry["epoch_seconds"] = {
+            f"predicted_at_{d}_peak": calc.estimate_epoch_seconds(
+                layers, FULL_TRAIN_IMAGES, peak, validation_images=FULL_TEST_IMAGES)
+            for d, peak in peaks.items()}
+        for key, row in paths.items():
+            if key in ("book_f32", "assignment_f64", "book_bf16"):
+                e[f"measured_{key}"] = row["median_seconds"] * scale
+        e["measured_from"] = (f"{n_train:,}-image epochs with {n_test:,} validation images, "
+                              f"scaled to {FULL_TRAIN_IMAGES:,} + {FULL_TEST_IMAGES:,}")
+        e["full_profile_runs"] = cached_runs.get(model, [])
         entry["ratios"] = {
-            "book_f32_vs_assignment_f64": paths["book_f32"]["speedup_vs_assignment"],
-            "book_bf16_vs_book_f32": paths["book_bf16"]["speedup_vs_book_f32"],
-        }
+            "book_f32_vs_assignment_f64": paths["book_f32"]["speedup_vs_assignment"]}
+        if "book_bf16" in paths:
+            entry["ratios"]["book_bf16_vs_book_f32"] = paths["book_bf16"]["speedup_vs_book_f32"]
 
 
 def cached_full_runs(cache_dir=None) -> dict[str, list[dict]]:
@@ -311,6 +365,8 @@ def cached_full_runs(cache_dir=None) -> dict[str, list[dict]]:
             "test_accuracy": stored["test_accuracy"],
             "date": prov.get("date"),
             "hardware": prov.get("hardware", {}).get("cpu"),
+            "cores": prov.get("hardware", {}).get("cores"),
+            "gpus": prov.get("hardware", {}).get("gpus", []),
         })
     return runs
 
@@ -325,7 +381,12 @@ def _jupyter_book() -> str:
     return str(found) if found.exists() else (shutil.which("jupyter-book") or "jupyter-book")
 
 
-def _build(book: Path, env: dict, what: str) -> float:
+_EXECUTED = re.compile(r"^(.+)\.(?:md|ipynb): Executing notebook using", re.MULTILINE)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _build(book: Path, env: dict, what: str) -> tuple[float, list[str]]:
+    """Build ``book``; the seconds it took and the pages it executed (the rest came cached)."""
     start = time.perf_counter()
     done = subprocess.run([_jupyter_book(), "build", str(book)], env=env, capture_output=True,
                           text=True)
@@ -333,7 +394,8 @@ def _build(book: Path, env: dict, what: str) -> float:
     if done.returncode != 0:
         raise BenchError(f"the book build ({what}) failed with exit status {done.returncode}; "
                          f"its log ends:\n{(done.stdout + done.stderr)[-4000:]}")
-    return seconds
+    log = _ANSI.sub("", done.stdout + done.stderr)
+    return seconds, sorted(Path(m).relative_to(book).as_posix() for m in _EXECUTED.findall(log))
 
 
 def prose_edit(text: str) -> str:
@@ -354,13 +416,24 @@ def code_edit(text: str) -> str:
 
 
 def measure_builds(book: Path, settings: Settings, workdir: Path, *, data_source=None,
-                   cache_dir=None, log=print) -> dict:
-    """Build times on a copy of ``book``: cold, no change, prose edit, code edit; site weight."""
+                   cache_dir=None, built: bool = False, log=print) -> dict:
+    """Build times on a copy of ``book``: cold, no change, prose edit, code edit; site weight.
+
+    ``built``: ``book`` was already built with this data source and run cache (its ``_build``
+    folder is copied too); the cold build is not measured, and the first build of the copy,
+    which re-reads every page from the execution cache in its new place, is not timed.
+    """
     if not (book / "_toc.yml").is_file():
         raise BenchError(f"{book} is not the book's folder (no _toc.yml): pass --book.")
+    if built and not (book / "_build" / ".jupyter_cache").is_dir():
+        raise BenchError(f"{book} has not been built (no _build/.jupyter_cache): build it with "
+                         "the same data source and cache first, or leave out --built.")
     copy = workdir / "book"
-    shutil.copytree(book, copy, ignore=shutil.ignore_patterns("_build", "*.ipynb",
-                                                               ".ipynb_checkpoints"))
+    if copy.exists():
+        raise BenchError(f"{copy} exists already (a copy from an earlier run?): give the "
+                         "benchmark an empty --workdir.")
+    skip = ["*.ipynb", ".ipynb_checkpoints"] + ([] if built else ["_build"])
+    shutil.copytree(book, copy, ignore=shutil.ignore_patterns(*skip))
     env = {**_worker_env({}), "CNNBOOK_PROFILE": "quick"}
     if cache_dir:
         env["CNNBOOK_CACHE"] = str(cache_dir)
@@ -370,24 +443,36 @@ def measure_builds(book: Path, settings: Settings, workdir: Path, *, data_source
 
     runs = data.cache_root(cache_dir) / "runs"
     before = {p.name for p in runs.glob("*-quick-*")} if runs.is_dir() else set()
-    times = {"cold": _build(copy, env, "cold")}
+    times: dict[str, float | None] = {}
+    executed: dict[str, list[str]] = {}
+    if built:
+        _build(copy, env, "first build of the copy")
+        times["cold"] = None
+        log("  cold build not measured (--built: the book was built already)")
+    else:
+        times["cold"], executed["cold"] = _build(copy, env, "cold")
+        log(f"  cold build {times['cold']:.0f} s")
     after = {p.name for p in runs.glob("*-quick-*")} if runs.is_dir() else set()
-    log(f"  cold build {times['cold']:.0f} s")
-    times["no_change"] = statistics.median(_build(copy, env, "no change")
-                                           for _ in range(settings.rebuilds))
+    repeats = [_build(copy, env, "no change") for _ in range(settings.rebuilds)]
+    times["no_change"] = statistics.median(t for t, _ in repeats)
+    executed["no_change"] = sorted({page for _, pages in repeats for page in pages})
     log(f"  no-change rebuild {times['no_change']:.0f} s")
     chapter = copy / TRAINING_CHAPTER
     chapter.write_text(prose_edit(chapter.read_text()))
-    times["prose_edit"] = _build(copy, env, "prose edit")
+    times["prose_edit"], executed["prose_edit"] = _build(copy, env, "prose edit")
     log(f"  prose-edit rebuild {times['prose_edit']:.0f} s")
     chapter.write_text(code_edit(chapter.read_text()))
-    times["code_edit"] = _build(copy, env, "code edit")
+    times["code_edit"], executed["code_edit"] = _build(copy, env, "code edit")
     log(f"  code-edit rebuild {times['code_edit']:.0f} s")
+    runs_now = {p.name for p in runs.glob("*-quick-*")} if runs.is_dir() else set()
     return {"seconds": times, "profile": "quick", "edited_chapter": TRAINING_CHAPTER,
             "no_change_repeats": settings.rebuilds,
-            "quick_runs_trained_by_cold_build": sorted(after - before),
-            "cold_means": "no _build folder (no executed notebooks, no HTML); the run cache as "
-                          "found: models it lacks are trained",
+            "executed_pages": executed,  # pages each build executed; the rest came cached
+            "quick_runs_trained_by_rebuilds": sorted(runs_now - after),
+            "quick_runs_trained_by_cold_build": None if built else sorted(after - before),
+            "cold_means": "not measured: the benchmark was given a book already built (--built)"
+                          if built else "no _build folder (no executed notebooks, no HTML); "
+                          "the run cache as found: models it lacks are trained",
             "site": site_weight(copy / "_build" / "html")}
 
 
@@ -445,43 +530,83 @@ def machine() -> dict:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             pass
-    return {
+    info = {
         **train.hardware(),
         "cpu_flags": sorted(flags & {"avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16",
                                      "amx_tile", "avx512_vnni"}),
         "nominal_float32_peak_flops": nominal.peak_flops,
         "nominal_peak_source": nominal.source,
-        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "versions": versions,
         "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on for x86 Linux)"),
         "book_steps_per_execution": train.STEPS_PER_EXECUTION,
         "book_pipeline": train.PIPELINE,
     }
+    info["bfloat16"] = bfloat16_support(info)
+    return info
+
+
+def load_average() -> list[float] | None:
+    """The 1-, 5- and 15-minute load averages (None where the system has none)."""
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
+def busy_threshold(cores: int | None) -> float:
+    """The 1-minute load above which this machine counts as busy: BUSY_LOAD per 4 cores."""
+    return BUSY_LOAD * max(1, (cores or 1) / 4)
+
+
+def check_idle(cores: int | None, allow_busy: bool, load=None) -> dict:
+    """The load at the start and whether it makes the run busy; stops a busy run unless allowed."""
+    load = load_average() if load is None else load
+    limit = busy_threshold(cores)
+    busy = bool(load) and load[0] > limit
+    if busy and not allow_busy:
+        raise BenchError(
+            f"this machine is busy: its 1-minute load average is {load[0]:.2f} on {cores} cores "
+            f"(the benchmark wants {limit:.1f} or less). Other work would slow the measured "
+            "paths and the peak unevenly. Stop it and wait until `uptime` shows a low load, or "
+            "pass --allow-busy to measure anyway (the results are then labelled busy).")
+    return {"load_average_at_start": load, "busy_threshold": limit, "busy": busy}
 
 
 def run(settings: Settings = FULL, *, out=None, book=None, data_source=None, cache_dir=None,
-        models=("conv", "pool"), builds: bool = True, log=print) -> dict:
-    """Measure everything and write the JSON to ``out`` (when given); returns the results."""
+        models=("conv", "pool"), builds: bool = True, built: bool = False,
+        allow_busy: bool = False, workdir=None, log=print) -> dict:
+    """Measure everything and write the JSON to ``out`` (when given); returns the results.
+
+    ``workdir``: where the copy of the book and the workers' logs go (kept); by default a
+    temporary folder, removed at the end.
+    """
     from . import data
 
     data.resolve_source(data_source)  # a bad source fails now, with the data module's message
+    load = check_idle(os.cpu_count(), allow_busy)  # before anything of ours adds to the load
     start = time.perf_counter()
+    info = machine()
+    if load["busy"]:
+        log(f"BUSY: load average {load['load_average_at_start'][0]:.2f} at the start; the "
+            "results are labelled busy")
     results = {"benchmark": "cnnbook bench", "mode": settings.name, "settings": asdict(settings),
                "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-               "machine": machine(),
+               "machine": info, **load,
                "data_source": data.resolve_source(data_source).description}
     with tempfile.TemporaryDirectory(prefix="cnnbook-bench-") as tmp:
-        tmp = Path(tmp)
-        log(f"Training throughput ({settings.name}): {len(models)} models, alternating paths")
+        tmp = Path(workdir) if workdir else Path(tmp)
+        tmp.mkdir(parents=True, exist_ok=True)
+        log(f"Training throughput ({settings.name}): {len(models)} models, alternating paths; "
+            f"bfloat16 {'measured' if info['bfloat16']['native'] else 'skipped'}: "
+            f"{info['bfloat16']['why']}")
         training = measure_training(settings, data_source=data_source, cache_dir=cache_dir,
-                                    models=models, log=log, workdir=tmp)
+                                    models=models, bfloat16=info["bfloat16"]["native"],
+                                    log=log, workdir=tmp)
         add_flops_and_estimates(training, cached_full_runs(cache_dir))
         results["training"] = training
         if builds:
             book = Path(book) if book else Path(__file__).resolve().parents[2] / "book"
             log(f"Book builds on a copy of {book}")
             results["builds"] = measure_builds(book, settings, tmp, data_source=data_source,
-                                               cache_dir=cache_dir, log=log)
+                                               cache_dir=cache_dir, built=built, log=log)
+    results["load_average_at_end"] = load_average()
     results["bench_seconds"] = time.perf_counter() - start
     if out:
         out = Path(out)
@@ -495,19 +620,28 @@ def run(settings: Settings = FULL, *, out=None, book=None, data_source=None, cac
 def summary(results: dict) -> str:
     """A few lines for the terminal."""
     t = results["training"]
-    lines = [f"peak (matmul): float32 {t['peak_flops']['float32'] / 1e9:.0f} GFLOP/s, "
-             f"bfloat16 {t['peak_flops']['bfloat16'] / 1e9:.0f} GFLOP/s"]
+    load = results["load_average_at_start"]
+    lines = [("BUSY run: " if results["busy"] else "idle run: ")
+             + (f"load average {load[0]:.2f} at the start (busy above "
+                f"{results['busy_threshold']:.1f})" if load else "no load average"),
+             "peak (matmul, best of before and after): " + ", ".join(
+                 f"{d} {v / 1e9:.0f} GFLOP/s" for d, v in t["peak_flops"].items())]
+    bf16 = results["machine"]["bfloat16"]
+    if not bf16["native"]:
+        lines.append(f"bfloat16 not measured: {bf16['why']}")
     for model, entry in t["models"].items():
         for key, row in entry["paths"].items():
             lines.append(f"{model:5s} {row['label']:58s} {row['images_per_second']:7.1f} img/s "
                          f"x{row['speedup_vs_assignment']:.2f} "
-                         f"{row['percent_of_float32_peak']:5.1f} % of f32 peak")
+                         f"{row['percent_of_peak']:5.1f} % of {row['precision']} peak")
         e = entry["epoch_seconds"]
-        lines.append(f"{model:5s} full epoch: predicted {e['predicted_at_float32_peak']:.0f} s at "
-                     f"peak, measured {e['measured_book_f32']:.0f} s (book float32)")
+        lines.append(f"{model:5s} full epoch: at least {e['predicted_at_float32_peak']:.0f} s "
+                     f"(float32 peak), measured {e['measured_book_f32']:.0f} s (book float32)")
     if "builds" in results:
         b = results["builds"]
-        lines.append("builds: " + ", ".join(f"{k} {v:.0f} s" for k, v in b["seconds"].items()))
+        lines.append("builds: " + ", ".join(f"{k} {v:.0f} s" if v is not None else
+                                             f"{k} not measured"
+                                             for k, v in b["seconds"].items()))
         site = b["site"]
         lines.append(f"site: {site['total_bytes'] / 1e6:.1f} MB in {site['files']} files; "
                      f"heaviest page {site['heaviest_page']['page']} "
