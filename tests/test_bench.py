@@ -176,7 +176,7 @@ def test_reduced_benchmark_end_to_end(reduced_bench, built_book):
     """`python -m cnnbook bench --reduced --built` on the session's built book and run cache."""
     results, printed, _ = reduced_bench
     cache = Path(built_book[1]["CNNBOOK_CACHE"])
-    assert "peak (matmul, best of before and after)" in printed
+    assert "peak (matmul, best of before, between and after)" in printed
     assert results["mode"] == "reduced" and results["date"].startswith("20")
     assert {"tensorflow", "keras", "numpy", "jupyter-book"} <= set(results["machine"]["versions"])
     assert results["machine"]["cores"] >= 1 and results["machine"]["cpu"]
@@ -192,7 +192,9 @@ def test_reduced_benchmark_end_to_end(reduced_bench, built_book):
     for dtype in dtypes:
         runs = training["peak_flops_runs"][dtype]
         assert len(runs["before"]) == len(runs["after"]) == bench.REDUCED.peak_products
-        assert training["peak_flops"][dtype] == max(runs["before"] + runs["after"])
+        assert len(runs["between"]) == 2 * training["rounds"] * bench.REDUCED.peak_between
+        assert training["peak_flops"][dtype] == max(runs["before"] + runs["between"]
+                                                    + runs["after"])
         assert training["peak_spread"][dtype]["all"]["max"] == training["peak_flops"][dtype]
         assert training["peak_flops"][dtype] > 1e9  # any CPU of this century
     if not native:

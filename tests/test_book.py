@@ -118,6 +118,52 @@ def test_rebuild_without_change_and_after_prose_edit_trains_nothing(reduced_benc
     assert len(run_dirs(Path(built_book[1]["CNNBOOK_CACHE"]))) == 2  # conv and pool, quick
 
 
+def test_benchmarks_page_agrees_with_its_results_file(built_book):
+    """The appendix's words (busy or idle, bfloat16, ceilings, verdicts) follow from latest.json."""
+    import json
+
+    book, _, _ = built_book
+    results = json.loads((book / "_static" / "bench" / "latest.json").read_text())
+    soup = page(book, "benchmarks")
+    main = soup.select_one("main")
+    text = " ".join(main.get_text(" ").split())
+    assert not re.search(r"\bnan\b|\binf\b|Traceback", text)
+    warnings = " ".join(w.get_text(" ") for w in main.select("div.admonition.warning"))
+    if results["busy"]:
+        assert "This run was busy" in " ".join(warnings.split())
+    else:
+        assert "The machine was idle when the run started" in text and "busy" not in warnings
+    training = results["training"]
+    measured_bf16 = "bfloat16" in training["peak_flops"]
+    assert measured_bf16 == results["machine"]["bfloat16"]["native"]
+    assert ("This run did not measure it" in text) != measured_bf16
+    # the throughput table: every path at or below the peak of its own precision
+    table = next(t for t in main.select("table")
+                 if "% of peak" in [th.get_text(strip=True) for th in t.select("thead th")])
+    header = [th.get_text(strip=True) for th in table.select("thead tr")[-1].select("th")]
+    rows = [[c.get_text(strip=True) for c in tr.select("th, td")] for tr in table.select("tbody tr")]
+    n_paths = sum(len(e["paths"]) for e in training["models"].values())
+    assert len(rows) == n_paths
+    shares = [float(r[-2]) for r in rows]  # "% of peak", then "peak"
+    assert all(0 < v <= 100 for v in shares) and {r[-1] for r in rows} <= {"float32", "bfloat16"}
+    assert ("bfloat16" in {r[-1] for r in rows}) == measured_bf16
+    assert f"No path came above {max(round(v) for v in shares)} % of the peak" in text
+    # no measured epoch shorter than the shortest possible one, as the page says
+    assert "Every measured epoch took longer than the shortest possible one" in text
+    f32 = [e["ratios"]["book_f32_vs_assignment_f64"] for e in training["models"].values()]
+    if min(f32) >= 1.05:
+        assert "The book's path won for both models" in text
+    elif max(f32) <= 1 / 1.05:
+        assert "The assignment's path was faster for both models" in text
+    else:
+        assert "Neither path is clearly faster for both models" in text
+    for ratio in f32:
+        assert f"{ratio:.2f} times" in text
+    cold = results.get("builds", {}).get("seconds", {}).get("cold")
+    if cold is not None:
+        assert f"The cold build took {cold / 60:.1f} minutes" in text
+
+
 # --- strictness and the package-aware cache, on tiny books that share the real configuration --
 
 def test_alexnet_pages_show_the_calculators_numbers(built_book):

@@ -62,12 +62,13 @@ class Settings:
     rounds: int  # measured epochs per path, alternating, after one warm-up epoch
     matmul_size: int  # n of the n x n x n matrix product that measures the peak
     peak_products: int  # products timed before the training runs, and again after them
+    peak_between: int  # products timed between two rounds of training epochs
     variants: bool  # also measure what the book tried and did not keep
     rebuilds: int  # repeats of the no-change rebuild
 
 
-FULL = Settings("full", 50, 10, 7, 4096, 7, True, 3)
-REDUCED = Settings("reduced", 25, 5, 3, 2048, 5, False, 1)
+FULL = Settings("full", 50, 10, 7, 4096, 5, 2, True, 3)
+REDUCED = Settings("reduced", 25, 5, 3, 2048, 3, 1, False, 1)
 
 # A run is busy when the 1-minute load average at its start is above this, per 4 cores (at least
 # 1.0): on 2 cores, one other busy process already takes half the machine.
@@ -134,8 +135,9 @@ def _worker(spec: dict) -> None:
         for dtype in dtypes:
             once(dtype), once(dtype)  # warm-up
         reply(ready=True)
-        while sys.stdin.readline():  # one FLOP/s figure per product, each dtype in turn
-            reply(**{d: [once(d) for _ in range(spec["products"])] for d in dtypes})
+        while line := sys.stdin.readline():  # one FLOP/s figure per product, each dtype in turn
+            count = int(line) if line.strip().isdigit() else spec["products"]
+            reply(**{d: [once(d) for _ in range(count)] for d in dtypes})
         return
 
     ds = data.load_cifar10(spec["data"], train_per_class=spec["train_per_class"],
@@ -191,8 +193,8 @@ class _Worker:
                              f"{self.log.read_text()[-3000:]}")
         return json.loads(line)
 
-    def ask(self) -> dict:
-        self.proc.stdin.write("go\n")
+    def ask(self, count: int | None = None) -> dict:
+        self.proc.stdin.write(f"{count or 'go'}\n")
         self.proc.stdin.flush()
         return self.read()
 
@@ -233,7 +235,8 @@ def _spread(values: list[float]) -> dict:
 def measure_training(settings: Settings, *, data_source=None, cache_dir=None,
                      models=("conv", "pool"), bfloat16: bool = False, log=print,
                      workdir: Path) -> dict:
-    """Images per second of every path, alternating epoch by epoch; the peak before and after."""
+    """Images per second of every path, alternating epoch by epoch; the peak before, between
+    the rounds and after."""
     paths = [p for p in PATHS + (VARIANTS if settings.variants else [])
              if bfloat16 or p.precision != "mixed_bfloat16"]
     dtypes = ["float32"] + (["bfloat16"] if bfloat16 else [])
@@ -244,6 +247,7 @@ def measure_training(settings: Settings, *, data_source=None, cache_dir=None,
     try:
         peak.read()
         before = peak.ask()  # the peak worker sits idle while the models train
+        between = {d: [] for d in dtypes}
         log("  peak before: " + ", ".join(f"{d} best {max(v) / 1e9:.0f} GFLOP/s"
                                           for d, v in before.items()))
         for model in models:  # one model's workers at a time: less memory
@@ -260,6 +264,8 @@ def measure_training(settings: Settings, *, data_source=None, cache_dir=None,
                     w.read()
                 log(f"  {model}: {len(workers)} paths warmed up")
                 for r in range(settings.rounds):
+                    for d, values in peak.ask(settings.peak_between).items():
+                        between[d] += values  # the machine's speed moves: look for the peak
                     for key, w in workers.items():
                         seconds.setdefault((model, key), []).append(w.ask()["seconds"])
                     log(f"  {model} round {r + 1}/{settings.rounds}: " + ", ".join(
@@ -275,13 +281,17 @@ def measure_training(settings: Settings, *, data_source=None, cache_dir=None,
     n_train, n_test = 10 * settings.train_per_class, 10 * settings.test_per_class
     result = {"train_images": n_train, "validation_images": n_test, "batch_size": 32,
               "rounds": settings.rounds,
-              "peak_flops": {d: max(before[d] + after[d]) for d in dtypes},
-              "peak_flops_runs": {d: {"before": before[d], "after": after[d]} for d in dtypes},
-              "peak_spread": {d: {"before": _spread(before[d]), "after": _spread(after[d]),
-                                  "all": _spread(before[d] + after[d])} for d in dtypes},
-              "peak_means": f"the best of {settings.peak_products} products of two "
-                            f"{settings.matmul_size} x {settings.matmul_size} matrices before "
-                            f"the training runs and {settings.peak_products} after them",
+              "peak_flops": {d: max(before[d] + between[d] + after[d]) for d in dtypes},
+              "peak_flops_runs": {d: {"before": before[d], "between": between[d],
+                                      "after": after[d]} for d in dtypes},
+              "peak_spread": {d: {"before": _spread(before[d]), "between": _spread(between[d]),
+                                  "after": _spread(after[d]),
+                                  "all": _spread(before[d] + between[d] + after[d])}
+                              for d in dtypes},
+              "peak_means": f"the best of the products of two {settings.matmul_size} x "
+                            f"{settings.matmul_size} matrices: {settings.peak_products} before "
+                            f"the training runs, {settings.peak_between} between every two "
+                            f"rounds of epochs and {settings.peak_products} after them",
               "models": {}}
     for model in models:
         rows = {}
@@ -326,7 +336,8 @@ def add_flops_and_estimates(training: dict, cached_runs: dict) -> None:
                     f"{model}, {row['label']}: {row['achieved_flops'] / 1e9:.1f} GFLOP/s, "
                     f"{row['percent_of_peak']:.0f} % of the measured {row['precision']} peak "
                     f"({peaks[row['precision']] / 1e9:.1f} GFLOP/s). Training cannot beat the "
-                    "peak: the peak measurement was disturbed (other work on the machine?). "
+                    "peak: the peak was measured while the machine ran slower (other work on "
+                    "it, or its speed changed). "
                     "Run the benchmark again on an idle machine.")
         scale = FULL_TRAIN_IMAGES / n_train  # the subset keeps the full profile's 5:1 ratio
         entry["flops"] = {"forward_per_image": forward, "training_per_image": per_image,
@@ -624,7 +635,7 @@ def summary(results: dict) -> str:
     lines = [("BUSY run: " if results["busy"] else "idle run: ")
              + (f"load average {load[0]:.2f} at the start (busy above "
                 f"{results['busy_threshold']:.1f})" if load else "no load average"),
-             "peak (matmul, best of before and after): " + ", ".join(
+             "peak (matmul, best of before, between and after): " + ", ".join(
                  f"{d} {v / 1e9:.0f} GFLOP/s" for d, v in t["peak_flops"].items())]
     bf16 = results["machine"]["bfloat16"]
     if not bf16["native"]:
