@@ -141,7 +141,8 @@ def test_benchmarks_page_agrees_with_its_results_file(built_book):
     table = next(t for t in main.select("table")
                  if "% of peak" in [th.get_text(strip=True) for th in t.select("thead th")])
     header = [th.get_text(strip=True) for th in table.select("thead tr")[-1].select("th")]
-    rows = [[c.get_text(strip=True) for c in tr.select("th, td")] for tr in table.select("tbody tr")]
+    rows = [[c.get_text(strip=True) for c in tr.select("th, td")]
+            for tr in table.select("tbody tr")]
     n_paths = sum(len(e["paths"]) for e in training["models"].values())
     assert len(rows) == n_paths
     shares = [float(r[-2]) for r in rows]  # "% of peak", then "peak"

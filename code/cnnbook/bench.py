@@ -232,6 +232,24 @@ def _spread(values: list[float]) -> dict:
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
+PEAK_RETRIES = 3  # extra rounds of peak products when a path beat the peak measured so far
+
+
+def _fastest_paths(seconds: dict, paths, n_train: int, n_test: int) -> dict[str, float]:
+    """The highest median FLOP/s of any path, by the precision it computes in."""
+    from . import calc
+
+    fastest: dict[str, float] = {}
+    for (model, key), s in seconds.items():
+        layers = calc.presets()[model]
+        flops = (n_train * calc.training_flops_per_image(layers)
+                 + n_test * calc.analyze(layers).totals["flops"])
+        path = next(p for p in paths if p.key == key)
+        dtype = "bfloat16" if path.precision == "mixed_bfloat16" else "float32"
+        fastest[dtype] = max(fastest.get(dtype, 0.0), flops / statistics.median(s))
+    return fastest
+
+
 def measure_training(settings: Settings, *, data_source=None, cache_dir=None,
                      models=("conv", "pool"), bfloat16: bool = False, log=print,
                      workdir: Path) -> dict:
@@ -276,14 +294,29 @@ def measure_training(settings: Settings, *, data_source=None, cache_dir=None,
         after = peak.ask()
         log("  peak after: " + ", ".join(f"{d} best {max(v) / 1e9:.0f} GFLOP/s"
                                          for d, v in after.items()))
+        # A machine whose speed jumps (shared or throttled) can run an epoch in a fast minute
+        # and every product so far in slow ones: then the samples missed the peak. Take more,
+        # a few times at most; add_flops_and_estimates still refuses a path above the peak.
+        n_train, n_test = 10 * settings.train_per_class, 10 * settings.test_per_class
+        extra = 0
+        for _ in range(PEAK_RETRIES):
+            fastest = _fastest_paths(seconds, paths, n_train, n_test)
+            short = [d for d in dtypes
+                     if fastest.get(d, 0) > max(before[d] + between[d] + after[d])]
+            if not short:
+                break
+            log(f"  a path beat the {', '.join(short)} peak so far: measuring it again")
+            for d, values in peak.ask().items():
+                after[d] += values
+            extra += settings.peak_products
     finally:
         peak.close()
-    n_train, n_test = 10 * settings.train_per_class, 10 * settings.test_per_class
     result = {"train_images": n_train, "validation_images": n_test, "batch_size": 32,
               "rounds": settings.rounds,
               "peak_flops": {d: max(before[d] + between[d] + after[d]) for d in dtypes},
               "peak_flops_runs": {d: {"before": before[d], "between": between[d],
                                       "after": after[d]} for d in dtypes},
+              "peak_extra_products_after": extra,  # taken because a path beat the peak so far
               "peak_spread": {d: {"before": _spread(before[d]), "between": _spread(between[d]),
                                   "after": _spread(after[d]),
                                   "all": _spread(before[d] + between[d] + after[d])}
