@@ -476,8 +476,12 @@ def measure_builds(book: Path, settings: Settings, workdir: Path, *, data_source
     if copy.exists():
         raise BenchError(f"{copy} exists already (a copy from an earlier run?): give the "
                          "benchmark an empty --workdir.")
-    skip = ["*.ipynb", ".ipynb_checkpoints"] + ([] if built else ["_build"])
-    shutil.copytree(book, copy, ignore=shutil.ignore_patterns(*skip))
+    def skip(folder, names):  # stray notebooks beside the chapters; the execution cache's stay
+        top = Path(folder) == book
+        return {n for n in names if n == ".ipynb_checkpoints"
+                or top and (n.endswith(".ipynb") or n == "_build" and not built)}
+
+    shutil.copytree(book, copy, ignore=skip)
     env = {**_worker_env({}), "CNNBOOK_PROFILE": "quick"}
     if cache_dir:
         env["CNNBOOK_CACHE"] = str(cache_dir)
@@ -511,7 +515,7 @@ def measure_builds(book: Path, settings: Settings, workdir: Path, *, data_source
     runs_now = {p.name for p in runs.glob("*-quick-*")} if runs.is_dir() else set()
     return {"seconds": times, "profile": "quick", "edited_chapter": TRAINING_CHAPTER,
             "no_change_repeats": settings.rebuilds,
-            "executed_pages": executed,  # pages each build executed; the rest came cached
+            "executed_pages": executed,  # pages (docnames) each build executed; the rest cached
             "quick_runs_trained_by_rebuilds": sorted(runs_now - after),
             "quick_runs_trained_by_cold_build": None if built else sorted(after - before),
             "cold_means": "not measured: the benchmark was given a book already built (--built)"
