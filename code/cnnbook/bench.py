@@ -235,15 +235,23 @@ def _spread(values: list[float]) -> dict:
 PEAK_RETRIES = 3  # extra rounds of peak products when a path beat the peak measured so far
 
 
+def epoch_flops(layers: list[dict], n_train: int, n_test: int) -> dict:
+    """FLOPs of one epoch: training steps on ``n_train`` images, a forward pass on ``n_test``."""
+    from . import calc
+
+    forward = calc.analyze(layers).totals["flops"]
+    per_image = calc.training_flops_per_image(layers)
+    return {"forward_per_image": forward, "training_per_image": per_image,
+            "epoch": n_train * per_image + n_test * forward}  # validation: forward only
+
+
 def _fastest_paths(seconds: dict, paths, n_train: int, n_test: int) -> dict[str, float]:
     """The highest median FLOP/s of any path, by the precision it computes in."""
     from . import calc
 
     fastest: dict[str, float] = {}
     for (model, key), s in seconds.items():
-        layers = calc.presets()[model]
-        flops = (n_train * calc.training_flops_per_image(layers)
-                 + n_test * calc.analyze(layers).totals["flops"])
+        flops = epoch_flops(calc.presets()[model], n_train, n_test)["epoch"]
         path = next(p for p in paths if p.key == key)
         dtype = "bfloat16" if path.precision == "mixed_bfloat16" else "float32"
         fastest[dtype] = max(fastest.get(dtype, 0.0), flops / statistics.median(s))
@@ -354,12 +362,10 @@ def add_flops_and_estimates(training: dict, cached_runs: dict) -> None:
     peaks = training["peak_flops"]
     for model, entry in training["models"].items():
         layers = presets[model]
-        forward = calc.analyze(layers).totals["flops"]
-        per_image = calc.training_flops_per_image(layers)
-        epoch_flops = n_train * per_image + n_test * forward  # validation: forward only
+        entry["flops"] = epoch_flops(layers, n_train, n_test)
         paths = entry["paths"]
         for key, row in paths.items():
-            row["achieved_flops"] = epoch_flops / row["median_seconds"]
+            row["achieved_flops"] = entry["flops"]["epoch"] / row["median_seconds"]
             row["percent_of_peak"] = 100 * row["achieved_flops"] / peaks[row["precision"]]
             row["speedup_vs_assignment"] = (paths["assignment_f64"]["median_seconds"]
                                             / row["median_seconds"])
@@ -373,8 +379,6 @@ def add_flops_and_estimates(training: dict, cached_runs: dict) -> None:
                     "it, or its speed changed). "
                     "Run the benchmark again on an idle machine.")
         scale = FULL_TRAIN_IMAGES / n_train  # the subset keeps the full profile's 5:1 ratio
-        entry["flops"] = {"forward_per_image": forward, "training_per_image": per_image,
-                          "epoch": epoch_flops}
         e = entry["epoch_seconds"] = {
             f"predicted_at_{d}_peak": calc.estimate_epoch_seconds(
                 layers, FULL_TRAIN_IMAGES, peak, validation_images=FULL_TEST_IMAGES)
