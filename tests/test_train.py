@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -195,8 +199,65 @@ def test_book_datasets_scale_uint8_batches_like_the_assignment(image_folder):
     assert images.dtype == np.float32
     np.testing.assert_allclose(images, x_test.astype("float64") / 255.0, rtol=1e-6)
     np.testing.assert_array_equal(np.concatenate([y for _, y in batches]), y_test)
-    epoch1, epoch2 = ([y for _, y in train_ds.as_numpy_iterator()] for _ in range(2))
-    assert sorted(np.concatenate(epoch1).ravel()) == sorted(y_train.ravel())  # every image once
-    assert not np.array_equal(np.concatenate(epoch1), np.concatenate(epoch2))  # reshuffled
+    shuffle = train.EpochShuffle()
+    train_ds, _ = train.book_datasets((x_train, y_train), (x_test, y_test), batch_size=16,
+                                      seed=7, epochs=3, shuffle=shuffle)
+    for epoch in (0, 1, 2, 1):  # each pass follows its epoch's order, whatever came before
+        shuffle.on_epoch_begin(epoch)
+        batches = list(train_ds.as_numpy_iterator())
+        assert [len(x) for x, _ in batches] == [16, 16, 8]
+        order = train.shuffle_order(len(x_train), 7, epoch)
+        np.testing.assert_array_equal(np.concatenate([y for _, y in batches]), y_train[order])
+        np.testing.assert_allclose(np.concatenate([x for x, _ in batches]),
+                                   x_train[order].astype("float64") / 255.0, rtol=1e-6)
+    assert sorted(order) == list(range(len(x_train)))  # every image once
+    assert not np.array_equal(train.shuffle_order(40, 7, 0), train.shuffle_order(40, 7, 1))
+    assert not np.array_equal(train.shuffle_order(40, 7, 0), train.shuffle_order(40, 8, 0))
     with pytest.raises(train.ConfigError, match="expects uint8 images"):
         train.book_datasets((x_train / 255.0, y_train), (x_test, y_test))
+
+
+# --- interruptions: kills, full disks, damaged files, two processes at once -------------------
+
+KILL_MID_EPOCH = """
+import json, os, signal, sys
+import keras
+from cnnbook import train
+
+class Kill(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):  # the epoch's steps ran; it is not saved yet
+        if self.epoch == int(sys.argv[2]):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+train.train("pool", **json.loads(sys.argv[1]), callbacks=[Kill()])
+"""
+
+
+def _python(*args, env=None, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})},
+                          **kwargs)
+
+
+def _same_history(a: train.RunResult, b: train.RunResult) -> None:
+    for key in train.HISTORY_KEYS:
+        np.testing.assert_allclose(a.history[key], b.history[key], rtol=1e-5, err_msg=key)
+    assert a.test_accuracy == pytest.approx(b.test_accuracy, abs=1e-6)
+
+
+def test_a_run_killed_mid_epoch_resumes_as_the_same_run(tiny, tmp_path):
+    args = {**tiny, "epochs": 3, "train_per_class": 4, "batch_size": 8}  # 5 batches per epoch
+    killed = _python("-c", KILL_MID_EPOCH, json.dumps(args), "1")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    resumed = train.train("pool", **args)
+    assert resumed.provenance["resumed_from_epoch"] == 1  # epoch 0 was saved, epoch 1 was not
+    csv = (resumed.run_dir / "history.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in csv] == ["epoch", "0", "1", "2"]  # each epoch once
+    assert sorted(p.name for p in resumed.run_dir.iterdir()) == sorted(train.RUN_FILES)
+    whole = train.train("pool", **args, cache_dir=tmp_path / "other-cache")
+    assert whole.provenance["resumed_from_epoch"] is None
+    assert whole.run_dir.name == resumed.run_dir.name  # the same cache key ...
+    _same_history(resumed, whole)  # ... and the same run: the shuffling order was restored

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -74,9 +75,19 @@ def main(argv: list[str] | None = None) -> int:
                              test_per_class=args.test_per_class, seed=args.seed,
                              precision="mixed_bfloat16" if args.bf16 else "float32",
                              force=args.force, cache_dir=args.cache_dir)
-    except (data.DataError, train.ConfigError) as exc:
+    except (data.DataError, train.ConfigError, train.CacheError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # anything else the system refused: say what and where, briefly
+        what = os.strerror(exc.errno) if exc.errno else str(exc).splitlines()[0]
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {what}{where}. Fix that, then run the same command again: a run resumes "
+              "from its last finished epoch.", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: run the same command again to resume from the last finished "
+              "epoch.", file=sys.stderr)
+        return 130
     elapsed = time.perf_counter() - start
     if result.from_cache:
         print(f"Loaded from the run cache in {elapsed:.1f} s, not retrained (use --force to "

@@ -4,13 +4,23 @@ A run trains as the assignment does (Adam with its defaults, sparse categorical 
 logits, batch 32, the test set as validation data) and is stored under
 ``<cache>/runs/<model>-<profile>-<key>/``, where the key hashes the architecture, the data source
 and subset, the profile, the hyper-parameters, the seed and the library versions. Asking again
-returns the stored run without training. A run that is killed resumes from its last finished
-epoch (Keras's ``BackupAndRestore``); only a finished run is ever renamed into place.
+returns the stored run without training, after checking its files against the sizes and sha256
+recorded when it was written (a damaged run is trained again, with a note saying so).
+
+One process trains a run at a time: a lock per run (``filelock``) makes a second process, a second
+book build or a CLI run beside a build, wait for the first and then load its finished run. A run
+that is killed, crashes or fills the disk resumes from its last finished epoch: every epoch ends
+with a checkpoint (weights, optimizer state and the history so far) written under a temporary
+name and renamed into place, with its sha256 recorded, so an interruption leaves the previous
+checkpoint intact; one that cannot be verified is discarded and the run starts over, with a note
+saying why. Each epoch's shuffling order is drawn from the seed and the epoch number, so a resumed
+run is the same run as one that was never interrupted. Only a finished run is renamed into place.
 
 The images stay in memory as ``uint8`` (a quarter of float32's memory, an eighth of float64's) and
 are scaled to [0, 1] one batch at a time in a ``tf.data`` pipeline that prefetches the next batch
 while the model trains on this one (:func:`book_datasets`). What the model sees is the same as the
-assignment's ``x / 255.0``; only the shuffling order differs, so the run key records the pipeline.
+assignment's ``x / 255.0``; only the shuffling order differs (:func:`shuffle_order`), so the run
+key records the pipeline.
 ``precision="mixed_bfloat16"`` computes the convolutions in bfloat16 with float32 weights (Keras
 mixed precision) and the dense head in float32: an explicit option, never on by default, for CPUs
 with AVX512_BF16 or AMX and for recent GPUs.
@@ -18,11 +28,13 @@ with AVX512_BF16 or AMX and for recent GPUs.
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import dataclasses
 import datetime as _dt
+import errno
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -33,6 +45,8 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pandas as pd
+from filelock import FileLock, Timeout
 
 from . import data as _data
 from . import models as _models
@@ -40,7 +54,8 @@ from . import models as _models
 PROFILE_ENV = "CNNBOOK_PROFILE"
 DEFAULT_PROFILE = "full"
 # How the images reach the model; part of the run key, since the shuffling order changes results.
-PIPELINE = "tf.data: uint8 in memory, shuffled indices, scaled /255 per batch, prefetched"
+PIPELINE = ("tf.data: uint8 in memory, epoch e in the order of shuffle_order(n, seed, e), scaled "
+            "/255 per batch, prefetched")
 # Keras dtype policies a run may use, and what each means for the book's models.
 PRECISIONS = {
     "float32": "float32 throughout",
@@ -58,6 +73,22 @@ class ConfigError(ValueError):
 
 class ProfileError(ConfigError):
     """An unknown profile name."""
+
+
+class CacheError(OSError):
+    """The run cache cannot be written (no space, no permission, a file in the way)."""
+
+    def __init__(self, code: int | None, message: str):
+        super().__init__(message)  # str() is the message alone, with no "[Errno n]" before it
+        self.errno = code
+
+
+# Files a finished run holds; result.json records the size and sha256 of the other two.
+RUN_FILES = ("history.csv", "model.weights.h5", "result.json")
+# Bumped when result.json's layout changes: an older one is trained again, never misread.
+RESULT_FORMAT = 2
+# What a seed may be: NumPy's and Keras's seeds are unsigned 32-bit numbers.
+MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -154,6 +185,17 @@ def run_config(model_name: str, profile: str | Profile | None = None, *, data_so
     if precision not in PRECISIONS:
         raise ConfigError(f"Unknown precision {precision!r}: choose one of "
                           f"{', '.join(PRECISIONS)}.")
+    _check_whole("seed", seed, 0, MAX_SEED)
+    for name, n, most in (("train_per_class", train_per_class, _data.TRAIN_PER_CLASS),
+                          ("test_per_class", test_per_class, _data.TEST_PER_CLASS)):
+        if n is not None:
+            _check_whole(name, n, 1, most)
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) \
+            or not math.isfinite(learning_rate) or learning_rate <= 0:
+        raise ConfigError(f"learning_rate must be a positive number, not {learning_rate!r}.")
+    if model_name not in _models.MODELS:
+        raise ConfigError(f"Unknown model {model_name!r}: choose one of "
+                          f"{', '.join(_models.MODELS)}.")
     model = _models.build_model(model_name)
     source = _data.resolve_source(data_source)
     config = {
@@ -176,9 +218,18 @@ def run_config(model_name: str, profile: str | Profile | None = None, *, data_so
         "versions": {"keras": keras.__version__, "tensorflow": _tf_version()},
     }
     for key in ("epochs", "batch_size"):
-        if not isinstance(config[key], int) or config[key] < 1:
-            raise ConfigError(f"{key} must be a positive whole number, not {config[key]!r}.")
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{key} must be a positive whole number, not {value!r}.")
     return config
+
+
+def _check_whole(name: str, value, low: int, high: int) -> None:
+    """A ConfigError unless ``value`` is a whole number from ``low`` to ``high``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+            or not low <= value <= high:
+        raise ConfigError(f"{name} must be a whole number from {low:,} to {high:,}, not "
+                          f"{value!r}.")
 
 
 def run_key(config: dict) -> str:
@@ -195,8 +246,9 @@ def train(model_name: str, profile: str | Profile | None = None, *, data_source=
     """Train ``model_name`` ("conv" or "pool") under a profile, or return the cached run.
 
     ``precision="mixed_bfloat16"`` trains in bfloat16 mixed precision (a separate cached run).
-    ``force=True`` trains again and replaces the cached run. ``verbose=2`` prints one line per
-    epoch. Extra Keras ``callbacks`` are added after the book's own.
+    ``force=True`` trains again and replaces the cached run (unless another process was training
+    the same run: then its fresh result is returned). ``verbose=2`` prints one line per epoch.
+    Extra Keras ``callbacks`` are added after the book's own.
     """
     config = run_config(model_name, profile, data_source=data_source, epochs=epochs,
                         train_per_class=train_per_class, test_per_class=test_per_class,
@@ -204,42 +256,66 @@ def train(model_name: str, profile: str | Profile | None = None, *, data_source=
                         precision=precision)
     runs = _data.cache_root(cache_dir) / "runs"
     final = runs / f"{model_name}-{config['profile']}-{run_key(config)}"
-    if not force and (final / "result.json").is_file():
-        return _load_result(final, from_cache=True)
+    if not force:  # the common case needs no lock, and works in a read-only cache
+        cached = _cached_run(final, config)
+        if cached is not None:
+            return cached
+    _writable_folder(runs)
+    with _run_lock(runs, final.name) as waited:
+        _tidy(runs, final, config)
+        if not force or waited:
+            cached = _cached_run(final, config, discard_damaged=True)
+            if cached is not None:
+                return cached
+        work = runs / f".partial-{final.name}"
+        if force and not waited and work.exists():
+            shutil.rmtree(work)  # a forced retrain starts over, not from an old checkpoint
+        try:
+            return _train_now(config, final, work, data_source=data_source, cache_dir=cache_dir,
+                              verbose=verbose, callbacks=callbacks)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise CacheError(exc.errno, f"The run cache {runs} ran out of space "
+                                 f"({os.strerror(exc.errno)}): free some space, or set {_data.CACHE_ENV} "
+                                 "(--cache-dir) to a folder with room, and run again; the run "
+                                 "resumes from its last finished epoch.") from exc
+            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise CacheError(exc.errno, f"The run cache {runs} cannot be written "
+                                 f"({os.strerror(exc.errno)}: {exc.filename}): fix its permissions, or set "
+                                 f"{_data.CACHE_ENV} (--cache-dir) to a writable folder.") from exc
+            raise
 
-    work = runs / f".partial-{final.name}"
-    if force and work.exists():
-        shutil.rmtree(work)  # a forced retrain starts over, not from an old backup
-    work.mkdir(parents=True, exist_ok=True)
-    resumed_from = _finished_epochs(work / "history.csv")
 
+def _train_now(config: dict, final: Path, work: Path, *, data_source, cache_dir, verbose,
+               callbacks) -> RunResult:
+    """Train (or resume) the run in ``work`` and publish it as ``final``; the lock is held."""
     dataset = _data.load_cifar10(data_source, train_per_class=config["train_per_class"],
                                  test_per_class=config["test_per_class"], cache_dir=cache_dir)
     (x_train, y_train), (x_test, y_test) = dataset.train, dataset.test
+    epochs, batch_size, seed = config["epochs"], config["batch_size"], config["seed"]
 
     keras.utils.set_random_seed(seed)
-    model = compiled_model(model_name, learning_rate=learning_rate, precision=precision)
+    model = compiled_model(config["model"], learning_rate=config["optimizer"]["learning_rate"],
+                           precision=config["precision"])
+    checkpoint = _Checkpoint(work, config)
+    first_epoch = checkpoint.restore(model)  # creates work/ only now: bad settings leave nothing
+    shuffle = EpochShuffle()
     train_data, test_data = book_datasets(dataset.train, dataset.test, batch_size=batch_size,
-                                          seed=seed)
-    book_callbacks = [
-        _EpochTimer(),  # adds epoch_seconds to the logs, so CSVLogger records it
-        keras.callbacks.CSVLogger(str(work / "history.csv"), append=True),
-        # two alternating copies, so a kill while one is written leaves the other; kept until the
-        # run is published, so a kill after the last epoch does not retrain anything
-        keras.callbacks.BackupAndRestore(str(work / "backup"), save_freq="epoch",
-                                         double_checkpoint=True, delete_checkpoint=False),
-    ]
+                                          seed=seed, epochs=epochs, shuffle=shuffle)
     start = time.perf_counter()
-    model.fit(train_data, epochs=config["epochs"], validation_data=test_data, shuffle=False,
-              verbose=verbose,
-              callbacks=book_callbacks + list(callbacks or []))
+    if first_epoch < epochs:
+        model.fit(train_data, epochs=epochs, initial_epoch=first_epoch,
+                  validation_data=test_data, shuffle=False, verbose=verbose,
+                  callbacks=[shuffle, _EpochTimer(), checkpoint] + list(callbacks or []))
     wall = time.perf_counter() - start
     test_loss, test_accuracy = model.evaluate(test_data, verbose=0)
 
-    history, seconds = _read_history(work / "history.csv")
-    if len(seconds) != config["epochs"]:
-        raise RuntimeError(f"{work / 'history.csv'} has {len(seconds)} epochs, expected "
-                           f"{config['epochs']}; delete {work} and train again.")
+    rows = checkpoint.rows
+    if [row["epoch"] for row in rows] != list(range(epochs)):
+        raise RuntimeError(f"{work} holds epochs {[row['epoch'] for row in rows]}, expected 0 to "
+                           f"{epochs - 1}: delete it and train again.")
+    seconds = [row["epoch_seconds"] for row in rows]
+    history = {k: [row[k] for row in rows] for k in HISTORY_KEYS}
     provenance = {
         "profile": config["profile"],
         "data_source": dataset.source,
@@ -247,20 +323,25 @@ def train(model_name: str, profile: str | Profile | None = None, *, data_source=
         "test_images": int(len(x_test)),
         "seed": seed,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "wall_seconds": float(sum(seconds)) if resumed_from else wall,
-        "resumed_from_epoch": resumed_from or None,
+        "wall_seconds": float(sum(seconds)) if first_epoch else wall,
+        "resumed_from_epoch": first_epoch or None,  # epochs 0..first_epoch-1 came from a checkpoint
         "versions": {"python": platform.python_version(), "tensorflow": _tf_version(),
                      "keras": keras.__version__, "numpy": np.__version__},
         "hardware": hardware(),
     }
-    model.save_weights(work / "model.weights.h5")
-    result = {"model_name": model_name, "history": history, "epoch_seconds": seconds,
-              "test_loss": float(test_loss), "test_accuracy": float(test_accuracy),
-              "provenance": provenance, "config": config}
-    (work / "result.json").write_text(json.dumps(result, indent=1, default=str))
+    _atomic_save_weights(model, work / "model.weights.h5")
+    _atomic_write(work / "history.csv",
+                  pd.DataFrame(rows, columns=["epoch", *HISTORY_KEYS, "epoch_seconds"])
+                  .to_csv(index=False).encode())
+    result = {"format": RESULT_FORMAT, "model_name": config["model"], "history": history,
+              "epoch_seconds": seconds, "test_loss": float(test_loss),
+              "test_accuracy": float(test_accuracy), "provenance": provenance, "config": config,
+              "files": {name: _file_record(work / name) for name in RUN_FILES[:2]}}
+    # result.json is written last: a folder with a valid one is a finished run
+    _atomic_write(work / "result.json", json.dumps(result, indent=1, default=str).encode())
+    checkpoint.remove()
     _publish(work, final)
-    shutil.rmtree(final / "backup", ignore_errors=True)
-    return _load_result(final, from_cache=False)
+    return _load_result(final, config, from_cache=False)
 
 
 def build_model(model_name: str, precision: str = DEFAULT_PRECISION) -> keras.Model:
@@ -302,33 +383,70 @@ def compiled_model(model_name: str, *, learning_rate: float = 0.001,
     return model
 
 
-def book_datasets(train, test, *, batch_size: int = 32, seed: int = 0):
+def shuffle_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The order in which epoch ``epoch`` visits ``n`` training images: a permutation drawn from
+    ``(seed, epoch)`` alone, so an epoch trained after a resume sees what it would have seen."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Batches in one epoch of ``n`` images (the last one may be smaller)."""
+    return -(-n // batch_size)
+
+
+class EpochShuffle(keras.callbacks.Callback):
+    """Tells the training dataset of :func:`book_datasets` which epoch begins, so that it visits
+    the images in that epoch's :func:`shuffle_order`. Pass it to ``fit`` with the dataset."""
+
+    def __init__(self):
+        super().__init__()
+        import tensorflow as tf
+
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch.assign(epoch)
+
+
+def book_datasets(train, test, *, batch_size: int = 32, seed: int = 0, epochs: int = 1,
+                  shuffle: EpochShuffle | None = None):
     """The book's input pipeline: ``(train, test)`` ``tf.data`` datasets of scaled batches.
 
     ``train`` and ``test`` are ``(x, y)`` pairs with ``x`` as uint8 images. The images stay uint8
     in memory; each batch is gathered by index, converted to float32 and divided by 255 (the
-    assignment's normalisation), while the next batch is prepared in the background. The
-    training set is reshuffled every epoch from ``seed``; the test set keeps its order.
+    assignment's normalisation), while the next batch is prepared in the background. Each pass
+    over the training dataset follows :func:`shuffle_order` for the epoch ``shuffle`` holds
+    (``fit`` with ``callbacks=[shuffle]`` sets it as each epoch begins; without one, every pass is
+    epoch 0's order); ``epochs`` is how many epochs' orders to prepare. The test set keeps its
+    order.
     """
     import tensorflow as tf
 
-    def pipeline(x, y, shuffle: bool):
+    for x, _ in (train, test):
         if np.asarray(x).dtype != np.uint8:
             raise ConfigError(f"book_datasets expects uint8 images (0..255), not "
                               f"{np.asarray(x).dtype}: pass the arrays load_cifar10() returns.")
+    n = len(train[0])
+    orders = tf.constant(np.stack([shuffle_order(n, seed, e) for e in range(epochs)]))
+    epoch = (shuffle or EpochShuffle()).epoch
+
+    def this_epoch(_):  # runs when a pass begins, so it reads the epoch fit has just set
+        return tf.data.Dataset.from_tensor_slices(tf.gather(orders, epoch))
+
+    def batches(x, y, order, count):
         images, labels = tf.constant(x), tf.constant(y)
-        ds = tf.data.Dataset.range(len(x))
-        if shuffle:
-            ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
 
         def scale(index):
             return (tf.cast(tf.gather(images, index), tf.float32) / 255.0,
                     tf.gather(labels, index))
 
-        return ds.batch(batch_size).map(scale, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
-            tf.data.AUTOTUNE)
+        return (order.batch(batch_size)
+                .apply(tf.data.experimental.assert_cardinality(steps_per_epoch(count, batch_size)))
+                .map(scale, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
 
-    return pipeline(*train, shuffle=True), pipeline(*test, shuffle=False)
+    train_order = tf.data.Dataset.range(1).flat_map(this_epoch)
+    test_order = tf.data.Dataset.range(len(test[0]))
+    return (batches(*train, train_order, n), batches(*test, test_order, len(test[0])))
 
 
 def hardware() -> dict:
@@ -361,25 +479,221 @@ class _EpochTimer(keras.callbacks.Callback):
             logs["epoch_seconds"] = time.perf_counter() - self._start
 
 
-def _read_history(path: Path) -> tuple[dict[str, list[float]], list[float]]:
-    """Per-epoch history from the CSV log; an epoch logged twice (resumed run) keeps its last row."""
-    rows: dict[int, dict] = {}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            rows[int(row["epoch"])] = row
-    ordered = [rows[e] for e in sorted(rows)]
-    keys = ("loss", "accuracy", "val_loss", "val_accuracy")
-    history = {k: [float(r[k]) for r in ordered] for k in keys}
-    return history, [float(r["epoch_seconds"]) for r in ordered]
+HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
-def _finished_epochs(path: Path) -> int:
-    """Epochs already logged by an interrupted run (0 for a new one)."""
-    return len(_read_history(path)[1]) if path.is_file() else 0
+class _Checkpoint(keras.callbacks.Callback):
+    """The state of an unfinished run, saved at the end of every epoch so a kill loses one epoch.
+
+    ``<work>/checkpoint.json`` names the weights file of the last finished epoch (model and
+    optimizer state, Keras's ``save_weights``) with its size and sha256, and holds the history of
+    every finished epoch. Both are written under temporary names and renamed into place, the
+    weights first, so an interruption at any point leaves the previous checkpoint whole.
+    (Keras's ``BackupAndRestore`` rewrites its files in place and records the epoch after the
+    weights, so a kill or a full disk between the two leaves a backup that fails to load or
+    restarts at the wrong epoch.)
+    """
+
+    def __init__(self, work: Path, config: dict):
+        super().__init__()
+        self.work, self.config, self.rows = work, config, []
+        self.state = work / "checkpoint.json"
+
+    def restore(self, model: keras.Model) -> int:
+        """Load the last checkpoint into ``model``; the epoch to start from (0: from scratch)."""
+        if self.work.exists():
+            for stray in self.work.glob(".tmp-*"):  # a write that was interrupted
+                stray.unlink()
+        if not self.state.is_file():
+            if self.work.exists() and any(self.work.iterdir()):
+                print(f"note: starting {self.work.name[len('.partial-'):]} over: the interrupted "
+                      "run saved no finished epoch.", flush=True)
+                shutil.rmtree(self.work)
+            self.work.mkdir(parents=True, exist_ok=True)
+            return 0
+        try:
+            state = json.loads(self.state.read_text())
+            epoch, rows, weights = state["epoch"], state["rows"], state["weights"]
+            if state["config"] != _jsonable(self.config):
+                raise ValueError("it belongs to another configuration")
+            if not 1 <= epoch <= self.config["epochs"] or [r["epoch"] for r in rows] != list(
+                    range(epoch)) or any(set(r) != {"epoch", *HISTORY_KEYS, "epoch_seconds"}
+                                         for r in rows):
+                raise ValueError(f"its history does not match its epoch {epoch!r}")
+            _check_file(self.work / weights["name"], weights)
+            model.optimizer.build(model.trainable_variables)
+            model.load_weights(self.work / weights["name"])
+        except Exception as exc:  # noqa: BLE001 - whatever is wrong, the fix is to start over
+            print(f"note: starting {self.work.name[len('.partial-'):]} over: its checkpoint "
+                  f"cannot be used ({_reason(exc)}).", flush=True)
+            shutil.rmtree(self.work)
+            self.work.mkdir(parents=True)
+            return 0
+        self.rows = rows
+        print(f"note: resuming an interrupted run at epoch {epoch + 1} of "
+              f"{self.config['epochs']} (epochs 1 to {epoch} were checkpointed).", flush=True)
+        return epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self.rows = [r for r in self.rows if r["epoch"] < epoch] + [
+            {"epoch": epoch, **{k: float(logs[k]) for k in HISTORY_KEYS},
+             "epoch_seconds": float(logs["epoch_seconds"])}]
+        name = f"epoch-{epoch + 1}.weights.h5"
+        _atomic_save_weights(self.model, self.work / name)
+        state = {"epoch": epoch + 1, "weights": _file_record(self.work / name),
+                 "rows": self.rows, "config": _jsonable(self.config)}
+        _atomic_write(self.state, json.dumps(state, indent=1).encode())
+        for old in self.work.glob("epoch-*.weights.h5"):
+            if old.name != name:
+                old.unlink()
+
+    def remove(self) -> None:
+        """Delete the checkpoint once the finished run's own files are written."""
+        self.state.unlink(missing_ok=True)
+        for old in self.work.glob("epoch-*.weights.h5"):
+            old.unlink()
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _jsonable(config: dict) -> dict:
+    """The configuration as JSON gives it back (tuples become lists), for comparisons."""
+    return json.loads(json.dumps(config, default=str))
+
+
+def _file_record(path: Path) -> dict:
+    """A file's name, size and sha256, to check it before it is trusted."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return {"name": path.name, "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def _check_file(path: Path, record: dict) -> None:
+    """A ValueError unless ``path`` has the size and sha256 recorded when it was written."""
+    if not path.is_file():
+        raise ValueError(f"{path.name} is missing")
+    if path.stat().st_size != record["bytes"]:
+        raise ValueError(f"{path.name} has {path.stat().st_size:,} bytes, "
+                         f"{record['bytes']:,} were written")
+    if _file_record(path)["sha256"] != record["sha256"]:
+        raise ValueError(f"{path.name} does not have the sha256 recorded when it was written")
+
+
+def _atomic_write(path: Path, blob: bytes) -> None:
+    """Write ``blob`` under a temporary name, flush it to disk, then rename it into place."""
+    tmp = path.with_name(f".tmp-{path.name}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _atomic_save_weights(model: keras.Model, path: Path) -> None:
+    """``model.save_weights`` under a temporary name, flushed to disk, then renamed into place."""
+    tmp = path.with_name(f".tmp-{path.name}")  # still ends in .weights.h5, as Keras requires
+    try:
+        model.save_weights(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _writable_folder(runs: Path) -> None:
+    """Create the runs folder, or a CacheError saying why it cannot be and what to do."""
+    fix = f"set {_data.CACHE_ENV} (or pass cache_dir= / --cache-dir) to a writable folder"
+    for parent in [runs, *runs.parents]:
+        if parent.exists() and not parent.is_dir():
+            raise CacheError(errno.ENOTDIR, f"The cache folder {runs.parent} cannot be created: "
+                             f"{parent} is a file, not a folder. Move that file, or {fix}.")
+    try:
+        runs.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CacheError(exc.errno, f"The cache folder {runs.parent} cannot be created "
+                         f"({os.strerror(exc.errno) if exc.errno else exc}). Fix its permissions, or {fix}.") from exc
+    if not os.access(runs, os.W_OK | os.X_OK):
+        raise CacheError(errno.EACCES, f"The cache folder {runs} is read-only here, and this run "
+                         f"is not in it yet. Fix its permissions, or {fix}.")
+
+
+@contextlib.contextmanager
+def _run_lock(runs: Path, name: str):
+    """Hold the run's lock; yields True if another process held it first (and was waited for).
+
+    The operating system releases the lock when its process ends, killed or not, so a crash never
+    leaves a run locked.
+    """
+    locks = runs.parent / "locks"  # beside runs/, which holds runs only
+    locks.mkdir(exist_ok=True)
+    lock = FileLock(locks / f"{name}.lock")
+    waited = False
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"Another process is training this run ({name}); waiting for it to finish, then "
+              "its result is used.", flush=True)
+        lock.acquire()
+        waited = True
+    try:
+        yield waited
+    finally:
+        lock.release()
+
+
+def _tidy(runs: Path, final: Path, config: dict) -> None:
+    """Finish what an interrupted publication left (the lock is held, so nobody else is at it)."""
+    work = runs / f".partial-{final.name}"
+    if (work / "result.json").is_file():
+        try:
+            _load_result(work, config, from_cache=False)
+        except ValueError:
+            pass  # not finished after all: its checkpoint, if any, is used to resume
+        else:
+            print(f"note: publishing {final.name}, which finished training but was interrupted "
+                  "before it was moved into place.", flush=True)
+            _publish(work, final)
+    for old in runs.glob(f".old-{final.name}-*"):
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _cached_run(final: Path, config: dict, *, discard_damaged: bool = False) -> RunResult | None:
+    """The stored run if it is whole; else None (a damaged one is removed, with a note)."""
+    if not (final / "result.json").is_file():
+        return None
+    try:
+        return _load_result(final, config, from_cache=True)
+    except ValueError as exc:
+        if discard_damaged:
+            print(f"note: the cached run {final} is damaged ({exc}); training it again.",
+                  flush=True)
+            trash = final.with_name(f".old-{final.name}-{os.getpid()}")
+            os.replace(final, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        return None
 
 
 def _publish(work: Path, final: Path) -> None:
-    """Rename the finished run into place; a forced retrain swaps out the old one."""
+    """Rename the finished run into place; a forced retrain swaps out the old one.
+
+    A kill between the two renames leaves the finished run in ``work`` and the old one in an
+    ``.old-`` folder; the next start publishes the first and deletes the second (:func:`_tidy`).
+    """
     if final.exists():
         trash = final.with_name(f".old-{final.name}-{os.getpid()}")
         os.replace(final, trash)
@@ -389,11 +703,29 @@ def _publish(work: Path, final: Path) -> None:
         os.replace(work, final)
 
 
-def _load_result(run_dir: Path, from_cache: bool) -> RunResult:
-    stored = json.loads((run_dir / "result.json").read_text())
-    names = {f.name for f in dataclasses.fields(RunResult)}
-    return RunResult(**{k: v for k, v in stored.items() if k in names}, run_dir=run_dir,
-                     from_cache=from_cache)
+def _load_result(run_dir: Path, config: dict, from_cache: bool) -> RunResult:
+    """The run stored in ``run_dir``, or a ValueError saying what is wrong with it."""
+    try:
+        stored = json.loads((run_dir / "result.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"result.json cannot be read: {_reason(exc)}") from exc
+    try:
+        if stored.get("format") != RESULT_FORMAT:
+            raise ValueError(f"result.json has format {stored.get('format')!r}, this version "
+                             f"writes {RESULT_FORMAT}")
+        if stored["config"] != _jsonable(config):
+            raise ValueError("result.json belongs to another configuration")
+        epochs = config["epochs"]
+        if len(stored["epoch_seconds"]) != epochs or set(stored["history"]) != set(
+                HISTORY_KEYS) or any(len(v) != epochs for v in stored["history"].values()):
+            raise ValueError(f"result.json does not hold {epochs} epochs of history")
+        for name in RUN_FILES[:2]:
+            _check_file(run_dir / name, stored["files"][name])
+        names = {f.name for f in dataclasses.fields(RunResult)}
+        return RunResult(**{k: v for k, v in stored.items() if k in names}, run_dir=run_dir,
+                         from_cache=from_cache)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"result.json lacks what a run records ({_reason(exc)})") from exc
 
 
 def _without_name(config: dict) -> dict:
