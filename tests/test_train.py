@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
+import filelock
 import keras
 import numpy as np
 import pytest
@@ -261,3 +264,199 @@ def test_a_run_killed_mid_epoch_resumes_as_the_same_run(tiny, tmp_path):
     assert whole.provenance["resumed_from_epoch"] is None
     assert whole.run_dir.name == resumed.run_dir.name  # the same cache key ...
     _same_history(resumed, whole)  # ... and the same run: the shuffling order was restored
+
+
+FILL_DISK_AT_EPOCH_1 = """
+import resource, signal, sys
+from cnnbook import train
+from cnnbook.__main__ import main
+
+begin = train._EpochTimer.on_epoch_begin
+
+def on_epoch_begin(self, epoch, logs=None):  # the disk fills up during epoch 1
+    if epoch == 1:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+    begin(self, epoch, logs)
+
+train._EpochTimer.on_epoch_begin = on_epoch_begin
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _cli_args(image_folder, *extra):
+    return ["train", "--model", "pool", "--profile", "quick", "--data", str(image_folder[0]),
+            "--epochs", "3", "--train-per-class", "2", "--test-per-class", "1", *extra]
+
+
+def test_a_full_disk_is_one_error_line_and_the_next_start_finishes_the_run(tiny, image_folder,
+                                                                             cache_dir):
+    full = _python("-c", FILL_DISK_AT_EPOCH_1, *_cli_args(image_folder))
+    assert full.returncode == 2, full.stderr[-3000:]
+    errors = [line for line in full.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in full.stderr
+    assert "ran out of space (File too large)" in errors[0] and "resumes" in errors[0]
+    work = next((cache_dir / "runs").glob(".partial-*"))
+    assert sorted(p.name for p in work.iterdir()) == ["checkpoint.json", "epoch-1.npz"]
+    result = train.train("pool", **{**tiny, "epochs": 3})
+    assert result.provenance["resumed_from_epoch"] == 1
+    assert all(len(v) == 3 for v in result.history.values())
+    assert sorted(p.name for p in result.run_dir.iterdir()) == sorted(train.RUN_FILES)
+
+
+def _interrupted_at_epoch_2(tiny) -> "Path":
+    args = {**tiny, "epochs": 3}
+    with pytest.raises(KeyboardInterrupt):
+        train.train("pool", **args, callbacks=[Interrupt(at=2)])
+    return next((train._data.cache_root() / "runs").glob(".partial-*"))
+
+
+@pytest.mark.parametrize("damage, reason", [
+    ("truncate-weights", "epoch-2.npz has"),
+    ("garbage-state", "JSONDecodeError"),
+    ("no-state", "saved no finished epoch"),
+])
+def test_a_checkpoint_that_cannot_be_trusted_starts_the_run_over(damage, reason, tiny, capsys):
+    work = _interrupted_at_epoch_2(tiny)
+    weights, state = work / "epoch-2.npz", work / "checkpoint.json"
+    if damage == "truncate-weights":  # a crash or a full disk in the middle of a write
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif damage == "garbage-state":
+        state.write_text('{"epoch": 2, "rows": [')
+    else:
+        state.unlink()
+    capsys.readouterr()
+    counter = CountEpochs()
+    result = train.train("pool", **{**tiny, "epochs": 3}, callbacks=[counter])
+    out = capsys.readouterr().out
+    assert "over" in out and reason in out
+    assert counter.epochs == [0, 1, 2] and result.provenance["resumed_from_epoch"] is None
+    assert all(len(v) == 3 for v in result.history.values())
+
+
+def test_an_interrupted_write_leaves_the_previous_checkpoint_usable(tiny, capsys):
+    work = _interrupted_at_epoch_2(tiny)
+    (work / ".tmp-epoch-3.npz").write_bytes(b"half a file")  # killed while writing
+    counter = CountEpochs()
+    result = train.train("pool", **{**tiny, "epochs": 3}, callbacks=[counter])
+    assert counter.epochs == [2] and result.provenance["resumed_from_epoch"] == 2
+    assert "resuming an interrupted run at epoch 3 of 3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("damage, reason", [
+    ("garbage-json", "result.json cannot be read"),
+    ("missing-key", "result.json lacks what a run records"),
+    ("short-history", "result.json does not hold 2 epochs"),
+    ("truncated-weights", "model.weights.h5 has"),
+    ("flipped-byte", "model.weights.h5 does not have the sha256"),
+    ("missing-weights", "model.weights.h5 is missing"),
+])
+def test_a_damaged_cached_run_is_noted_and_trained_again(damage, reason, tiny, capsys):
+    first = train.train("conv", **tiny)
+    result_json, weights = first.run_dir / "result.json", first.run_dir / "model.weights.h5"
+    stored = json.loads(result_json.read_text())
+    if damage == "garbage-json":
+        result_json.write_text(result_json.read_text()[:100])
+    elif damage == "missing-key":
+        del stored["files"]
+        result_json.write_text(json.dumps(stored))
+    elif damage == "short-history":
+        stored["history"]["loss"].pop()
+        result_json.write_text(json.dumps(stored))
+    elif damage == "truncated-weights":
+        weights.write_bytes(weights.read_bytes()[:1000])
+    elif damage == "flipped-byte":
+        blob = bytearray(weights.read_bytes())
+        blob[len(blob) // 2] ^= 0xFF
+        weights.write_bytes(bytes(blob))
+    else:
+        weights.unlink()
+    capsys.readouterr()
+    again = train.train("conv", **tiny)
+    out = capsys.readouterr().out
+    assert not again.from_cache and again.run_dir == first.run_dir
+    assert f"the cached run {first.run_dir} is damaged ({reason}" in out and "training it again" in out
+    assert again.load_model().count_params() == 1_191_502
+    assert train.train("conv", **tiny).from_cache
+    assert not list(first.run_dir.parent.glob(".*"))
+
+
+def test_a_publication_killed_between_its_renames_is_finished_on_the_next_start(tiny, monkeypatch,
+                                                                               capsys):
+    first = train.train("conv", **tiny)
+    runs, name = first.run_dir.parent, first.run_dir.name
+    # a forced retrain killed after its first rename: the new run waits in .partial-, the old
+    # one in .old-, and nothing is at the run's own name
+    shutil.copytree(first.run_dir, runs / f".partial-{name}")
+    first.run_dir.rename(runs / f".old-{name}-12345")
+    monkeypatch.setattr(train, "_train_now", lambda *a, **k: pytest.fail("trained again"))
+    result = train.train("conv", **tiny)
+    assert result.run_dir == first.run_dir and result.history == first.history
+    assert "publishing" in capsys.readouterr().out
+    assert sorted(p.name for p in runs.iterdir()) == [name]  # no .old- or .partial- left
+
+
+def test_a_second_process_waits_for_the_first_and_loads_its_run(tiny, image_folder, cache_dir):
+    config = train.run_config("pool", "quick", data_source=tiny["data_source"], epochs=3,
+                              train_per_class=2, test_per_class=1)
+    name = f"pool-quick-{train.run_key(config)}"
+    (cache_dir / "locks").mkdir(parents=True)
+    env = {"PYTHONUNBUFFERED": "1"}
+    with filelock.FileLock(cache_dir / "locks" / f"{name}.lock"):  # a third party holds it first
+        procs = [subprocess.Popen([sys.executable, "-m", "cnnbook", *_cli_args(image_folder)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env={**os.environ, **env}) for _ in range(2)]
+        lines = [p.stdout.readline() for p in procs for _ in range(3)]
+        assert sum("Another process is training this run" in line for line in lines) == 2
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    assert sorted("trained now" in out for out, _ in outs) == [False, True]
+    assert sorted("Loaded from the run cache" in out for out, _ in outs) == [False, True]
+    assert sorted(p.name for p in (cache_dir / "runs").iterdir()) == [name]
+    assert train.train("pool", **{**tiny, "epochs": 3}).from_cache
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seed", "-1"], "seed must be a whole number from 0 to 4,294,967,295, not -1."),
+    (["--seed", str(2**32)], "seed must be a whole number from 0 to 4,294,967,295"),
+    (["--train-per-class", "0"], "train_per_class must be a whole number from 1 to 5,000, not 0."),
+    (["--test-per-class", "1001"], "test_per_class must be a whole number from 1 to 1,000"),
+])
+def test_cli_checks_settings_before_creating_anything(argv, message, image_folder, cache_dir,
+                                                      capsys):
+    assert main(_cli_args(image_folder, *argv)) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {err[7:]}" and message in err and err.count("\n") == 1
+    assert not cache_dir.exists()
+
+
+def test_cli_cache_dir_that_is_a_file(image_folder, tmp_path, capsys):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file")
+    assert main(_cli_args(image_folder, "--cache-dir", str(blocker))) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: The cache folder") and f"{blocker} is a file" in err
+    assert err.count("\n") == 1 and blocker.read_text() == "a file"
+
+
+def test_cli_cache_that_cannot_be_written(image_folder, cache_dir, monkeypatch, capsys):
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)  # as a read-only cache answers (tests run as root)
+    assert main(_cli_args(image_folder)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: The cache folder {cache_dir} cannot be created (Permission "
+                          "denied)") and "CNNBOOK_CACHE" in err and err.count("\n") == 1
+
+
+def test_a_read_only_cache_still_serves_its_runs(tiny, monkeypatch):
+    first = train.train("conv", **tiny)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    for name in ("mkdir", "write_bytes", "write_text", "unlink", "rename"):
+        monkeypatch.setattr(Path, name, refuse)
+    monkeypatch.setattr(os, "replace", refuse)
+    assert train.train("conv", **tiny).history == first.history

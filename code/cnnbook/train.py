@@ -33,6 +33,7 @@ import dataclasses
 import datetime as _dt
 import errno
 import hashlib
+import io
 import json
 import math
 import os
@@ -485,13 +486,14 @@ HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 class _Checkpoint(keras.callbacks.Callback):
     """The state of an unfinished run, saved at the end of every epoch so a kill loses one epoch.
 
-    ``<work>/checkpoint.json`` names the weights file of the last finished epoch (model and
-    optimizer state, Keras's ``save_weights``) with its size and sha256, and holds the history of
-    every finished epoch. Both are written under temporary names and renamed into place, the
-    weights first, so an interruption at any point leaves the previous checkpoint whole.
-    (Keras's ``BackupAndRestore`` rewrites its files in place and records the epoch after the
-    weights, so a kill or a full disk between the two leaves a backup that fails to load or
-    restarts at the wrong epoch.)
+    ``<work>/checkpoint.json`` names the state file of the last finished epoch (the model's
+    weights and the optimizer's variables, as Keras's ``get_weights`` and ``variables`` give them,
+    in an ``.npz``) with its size and sha256, and holds the history of every finished epoch. Both
+    are written under temporary names and renamed into place, the state first, so an interruption
+    at any point leaves the previous checkpoint whole. (Keras's ``BackupAndRestore`` rewrites its
+    files in place and records the epoch after the weights, so a kill or a full disk between the
+    two leaves a backup that fails to load or restarts at the wrong epoch; and an HDF5 write that
+    fails on a full disk can crash the process when it exits, which a plain file write does not.)
     """
 
     def __init__(self, work: Path, config: dict):
@@ -521,8 +523,7 @@ class _Checkpoint(keras.callbacks.Callback):
                                          for r in rows):
                 raise ValueError(f"its history does not match its epoch {epoch!r}")
             _check_file(self.work / weights["name"], weights)
-            model.optimizer.build(model.trainable_variables)
-            model.load_weights(self.work / weights["name"])
+            _load_state(model, self.work / weights["name"])
         except Exception as exc:  # noqa: BLE001 - whatever is wrong, the fix is to start over
             print(f"note: starting {self.work.name[len('.partial-'):]} over: its checkpoint "
                   f"cannot be used ({_reason(exc)}).", flush=True)
@@ -539,20 +540,70 @@ class _Checkpoint(keras.callbacks.Callback):
         self.rows = [r for r in self.rows if r["epoch"] < epoch] + [
             {"epoch": epoch, **{k: float(logs[k]) for k in HISTORY_KEYS},
              "epoch_seconds": float(logs["epoch_seconds"])}]
-        name = f"epoch-{epoch + 1}.weights.h5"
-        _atomic_save_weights(self.model, self.work / name)
+        name = f"epoch-{epoch + 1}.npz"
+        _atomic_write(self.work / name, _state_blob(self.model))
         state = {"epoch": epoch + 1, "weights": _file_record(self.work / name),
                  "rows": self.rows, "config": _jsonable(self.config)}
         _atomic_write(self.state, json.dumps(state, indent=1).encode())
-        for old in self.work.glob("epoch-*.weights.h5"):
+        for old in self.work.glob("epoch-*.npz"):
             if old.name != name:
                 old.unlink()
 
     def remove(self) -> None:
         """Delete the checkpoint once the finished run's own files are written."""
         self.state.unlink(missing_ok=True)
-        for old in self.work.glob("epoch-*.weights.h5"):
+        for old in self.work.glob("epoch-*.npz"):
             old.unlink()
+
+
+def _state_blob(model: keras.Model) -> bytes:
+    """The model's weights and the optimizer's variables (Adam's moments and step), as ``.npz``."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **{f"model_{i}": w for i, w in enumerate(model.get_weights())},
+             **{f"optimizer_{i}": np.asarray(v) for i, v in enumerate(model.optimizer.variables)})
+    return buffer.getvalue()
+
+
+def _load_state(model: keras.Model, path: Path) -> None:
+    """Put the state :func:`_state_blob` saved back into ``model`` and its optimizer."""
+    model.optimizer.build(model.trainable_variables)
+    variables = model.optimizer.variables
+    with np.load(path, allow_pickle=False) as stored:
+        n_model = len(model.get_weights())
+        if set(stored.files) != {f"model_{i}" for i in range(n_model)} | {
+                f"optimizer_{i}" for i in range(len(variables))}:
+            raise ValueError(f"{path.name} does not hold this model's and optimizer's variables")
+        model.set_weights([stored[f"model_{i}"] for i in range(n_model)])
+        for i, variable in enumerate(variables):
+            value = stored[f"optimizer_{i}"]
+            if value.shape != tuple(variable.shape):
+                raise ValueError(f"{path.name}: optimizer variable {variable.path} has shape "
+                                 f"{value.shape}, expected {tuple(variable.shape)}")
+            variable.assign(value)
+
+
+def _room_for(folder: Path, nbytes: int) -> None:
+    """A CacheError unless ``folder``'s disk, and the file-size limit, leave room for ``nbytes``.
+
+    Checked before an HDF5 write: HDF5 does not recover from a write that fails half-way (the
+    process can crash when it exits), so that write must not start without room.
+    """
+    margin = nbytes + (16 << 20)
+    free = shutil.disk_usage(folder).free
+    if free < margin:
+        raise CacheError(errno.ENOSPC, f"The run cache {folder.parent} ran out of space "
+                         f"({free / 2**20:,.0f} MiB free, {margin / 2**20:,.0f} MiB needed): free "
+                         f"some space, or set {_data.CACHE_ENV} (--cache-dir) to a folder with "
+                         "room, and run again; the run resumes from its last finished epoch.")
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and limit < margin:
+        raise CacheError(errno.EFBIG, f"This process may not write files over {limit:,} bytes "
+                         f"(ulimit -f), and the run's weights need {margin:,}: raise the limit, "
+                         "and run again; the run resumes from its last finished epoch.")
 
 
 def _reason(exc: BaseException) -> str:
@@ -602,6 +653,7 @@ def _atomic_write(path: Path, blob: bytes) -> None:
 def _atomic_save_weights(model: keras.Model, path: Path) -> None:
     """``model.save_weights`` under a temporary name, flushed to disk, then renamed into place."""
     tmp = path.with_name(f".tmp-{path.name}")  # still ends in .weights.h5, as Keras requires
+    _room_for(path.parent, sum(w.nbytes for w in model.get_weights()))
     try:
         model.save_weights(tmp)
         fd = os.open(tmp, os.O_RDONLY)
