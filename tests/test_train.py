@@ -257,6 +257,7 @@ def test_a_run_killed_mid_epoch_resumes_as_the_same_run(tiny, tmp_path):
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     resumed = train.train("pool", **args)
     assert resumed.provenance["resumed_from_epoch"] == 1  # epoch 0 was saved, epoch 1 was not
+    assert "resumed at epoch 2 after an interruption" in resumed.describe()
     csv = (resumed.run_dir / "history.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in csv] == ["epoch", "0", "1", "2"]  # each epoch once
     assert sorted(p.name for p in resumed.run_dir.iterdir()) == sorted(train.RUN_FILES)

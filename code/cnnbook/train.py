@@ -173,7 +173,8 @@ class RunResult:
             f"  trained {p['date'][:10]} on {hw['cpu']} ({hw['cores']} cores{gpu}) in "
             f"{p['wall_seconds']:.0f} s",
             f"  test accuracy {self.test_accuracy:.4f}, test loss {self.test_loss:.4f}",
-        ])
+        ] + ([f"  resumed at epoch {p['resumed_from_epoch'] + 1} after an interruption (the "
+              "epochs before it came from a checkpoint)"] if p.get("resumed_from_epoch") else []))
 
 
 def run_config(model_name: str, profile: str | Profile | None = None, *, data_source=None,
@@ -531,8 +532,9 @@ class _Checkpoint(keras.callbacks.Callback):
             self.work.mkdir(parents=True)
             return 0
         self.rows = rows
+        saved = "epoch 1 was" if epoch == 1 else f"epochs 1 to {epoch} were"
         print(f"note: resuming an interrupted run at epoch {epoch + 1} of "
-              f"{self.config['epochs']} (epochs 1 to {epoch} were checkpointed).", flush=True)
+              f"{self.config['epochs']} ({saved} checkpointed).", flush=True)
         return epoch
 
     def on_epoch_end(self, epoch, logs=None):
