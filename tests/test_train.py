@@ -17,6 +17,7 @@ import pytest
 
 from cnnbook import train
 from cnnbook.__main__ import main
+from conftest import write_image_folder
 
 TINY = dict(train_per_class=2, test_per_class=1, epochs=2)  # 20 / 10 fixture images
 
@@ -305,56 +306,86 @@ def test_a_full_disk_is_one_error_line_and_the_next_start_finishes_the_run(tiny,
     assert sorted(p.name for p in result.run_dir.iterdir()) == sorted(train.RUN_FILES)
 
 
-def _interrupted_at_epoch_2(tiny) -> "Path":
-    args = {**tiny, "epochs": 3}
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    """Once per module: a finished tiny run and an unfinished one (interrupted as epoch 2 began).
+
+    The tests below damage copies of them, so that few of them need to train.
+    """
+    root = tmp_path_factory.mktemp("stored")
+    write_image_folder(root / "images")
+    args = dict(TINY, profile="quick", data_source=str(root / "images"), verbose=0,
+                cache_dir=root / "cache")
+    finished = train.train("conv", **args)
     with pytest.raises(KeyboardInterrupt):
-        train.train("pool", **args, callbacks=[Interrupt(at=2)])
-    return next((train._data.cache_root() / "runs").glob(".partial-*"))
+        train.train("pool", **{**args, "epochs": 3}, callbacks=[Interrupt(at=2)])
+    work = next((root / "cache" / "runs").glob(".partial-pool-*"))
+    config = train.run_config("pool", "quick", data_source=args["data_source"], **{
+        **TINY, "epochs": 3})
+    return {"finished": finished, "work": work, "work_config": config, "args": args}
+
+
+def _checkpoint_copy(stored, tmp_path):
+    work = tmp_path / stored["work"].name
+    shutil.copytree(stored["work"], work)
+    return work, train._Checkpoint(work, stored["work_config"])
 
 
 @pytest.mark.parametrize("damage, reason", [
-    ("truncate-weights", "epoch-2.npz has"),
-    ("garbage-state", "JSONDecodeError"),
-    ("no-state", "saved no finished epoch"),
+    ("truncate-state", "epoch-2.npz has"),
+    ("flip-byte", "epoch-2.npz does not have the sha256"),
+    ("garbage-json", "JSONDecodeError"),
+    ("other-config", "it belongs to another configuration"),
+    ("no-checkpoint", "saved no finished epoch"),
 ])
-def test_a_checkpoint_that_cannot_be_trusted_starts_the_run_over(damage, reason, tiny, capsys):
-    work = _interrupted_at_epoch_2(tiny)
-    weights, state = work / "epoch-2.npz", work / "checkpoint.json"
-    if damage == "truncate-weights":  # a crash or a full disk in the middle of a write
-        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    elif damage == "garbage-state":
+def test_a_checkpoint_that_cannot_be_trusted_is_discarded(damage, reason, stored, tmp_path,
+                                                          capsys):
+    work, checkpoint = _checkpoint_copy(stored, tmp_path)
+    state_npz, state = work / "epoch-2.npz", work / "checkpoint.json"
+    if damage == "truncate-state":  # a crash or a full disk in the middle of a write
+        state_npz.write_bytes(state_npz.read_bytes()[: state_npz.stat().st_size // 2])
+    elif damage == "flip-byte":
+        blob = bytearray(state_npz.read_bytes())
+        blob[len(blob) // 2] ^= 0xFF
+        state_npz.write_bytes(bytes(blob))
+    elif damage == "garbage-json":
         state.write_text('{"epoch": 2, "rows": [')
+    elif damage == "other-config":
+        checkpoint.config = {**checkpoint.config, "seed": 1}
     else:
         state.unlink()
-    capsys.readouterr()
+    assert checkpoint.restore(train.compiled_model("pool")) == 0
+    out = capsys.readouterr().out
+    assert f"starting {stored['work'].name[len('.partial-'):]} over" in out and reason in out
+    assert list(work.iterdir()) == [] and checkpoint.rows == []
+
+
+def test_a_damaged_checkpoint_trains_the_run_from_the_start(stored, tiny, capsys):
+    with pytest.raises(KeyboardInterrupt):
+        train.train("pool", **{**tiny, "epochs": 3}, callbacks=[Interrupt(at=2)])
+    state = next((train._data.cache_root() / "runs").glob(".partial-*")) / "epoch-2.npz"
+    state.write_bytes(state.read_bytes()[:1000])
     counter = CountEpochs()
     result = train.train("pool", **{**tiny, "epochs": 3}, callbacks=[counter])
-    out = capsys.readouterr().out
-    assert "over" in out and reason in out
+    assert "its checkpoint cannot be used" in capsys.readouterr().out
     assert counter.epochs == [0, 1, 2] and result.provenance["resumed_from_epoch"] is None
     assert all(len(v) == 3 for v in result.history.values())
 
 
-def test_an_interrupted_write_leaves_the_previous_checkpoint_usable(tiny, capsys):
-    work = _interrupted_at_epoch_2(tiny)
-    (work / ".tmp-epoch-3.npz").write_bytes(b"half a file")  # killed while writing
-    counter = CountEpochs()
-    result = train.train("pool", **{**tiny, "epochs": 3}, callbacks=[counter])
-    assert counter.epochs == [2] and result.provenance["resumed_from_epoch"] == 2
-    assert "resuming an interrupted run at epoch 3 of 3" in capsys.readouterr().out
+def test_an_interrupted_write_leaves_the_previous_checkpoint_usable(stored, tmp_path, capsys):
+    work, checkpoint = _checkpoint_copy(stored, tmp_path)
+    (work / ".tmp-epoch-3.npz").write_bytes(b"half a file")  # killed while writing epoch 3
+    model = train.compiled_model("pool")
+    assert checkpoint.restore(model) == 2
+    assert "resuming an interrupted run at epoch 3 of 3 (epochs 1 to 2 were checkpointed)" in (
+        capsys.readouterr().out)
+    assert sorted(p.name for p in work.iterdir()) == ["checkpoint.json", "epoch-2.npz"]
+    assert [row["epoch"] for row in checkpoint.rows] == [0, 1]
+    assert int(model.optimizer.iterations.numpy()) == 2 * train.steps_per_epoch(20, 32)
 
 
-@pytest.mark.parametrize("damage, reason", [
-    ("garbage-json", "result.json cannot be read"),
-    ("missing-key", "result.json lacks what a run records"),
-    ("short-history", "result.json does not hold 2 epochs"),
-    ("truncated-weights", "model.weights.h5 has"),
-    ("flipped-byte", "model.weights.h5 does not have the sha256"),
-    ("missing-weights", "model.weights.h5 is missing"),
-])
-def test_a_damaged_cached_run_is_noted_and_trained_again(damage, reason, tiny, capsys):
-    first = train.train("conv", **tiny)
-    result_json, weights = first.run_dir / "result.json", first.run_dir / "model.weights.h5"
+def _damage_run(run_dir: Path, damage: str) -> None:
+    result_json, weights = run_dir / "result.json", run_dir / "model.weights.h5"
     stored = json.loads(result_json.read_text())
     if damage == "garbage-json":
         result_json.write_text(result_json.read_text()[:100])
@@ -364,6 +395,9 @@ def test_a_damaged_cached_run_is_noted_and_trained_again(damage, reason, tiny, c
     elif damage == "short-history":
         stored["history"]["loss"].pop()
         result_json.write_text(json.dumps(stored))
+    elif damage == "old-format":
+        del stored["format"]
+        result_json.write_text(json.dumps(stored))
     elif damage == "truncated-weights":
         weights.write_bytes(weights.read_bytes()[:1000])
     elif damage == "flipped-byte":
@@ -372,11 +406,36 @@ def test_a_damaged_cached_run_is_noted_and_trained_again(damage, reason, tiny, c
         weights.write_bytes(bytes(blob))
     else:
         weights.unlink()
-    capsys.readouterr()
+
+
+@pytest.mark.parametrize("damage, reason", [
+    ("garbage-json", "result.json cannot be read"),
+    ("missing-key", "result.json lacks what a run records"),
+    ("short-history", "result.json does not hold 2 epochs"),
+    ("old-format", "result.json has format None, this version writes 2"),
+    ("truncated-weights", "model.weights.h5 has"),
+    ("flipped-byte", "model.weights.h5 does not have the sha256"),
+    ("missing-weights", "model.weights.h5 is missing"),
+])
+def test_a_damaged_cached_run_is_noted_and_discarded(damage, reason, stored, tmp_path, capsys):
+    finished = stored["finished"]
+    run_dir = tmp_path / "runs" / finished.run_dir.name
+    shutil.copytree(finished.run_dir, run_dir)
+    assert train._cached_run(run_dir, finished.config).history == finished.history  # whole
+    _damage_run(run_dir, damage)
+    assert train._cached_run(run_dir, finished.config) is None  # no lock held: only a miss
+    assert run_dir.exists() and capsys.readouterr().out == ""
+    assert train._cached_run(run_dir, finished.config, discard_damaged=True) is None
+    assert f"the cached run {run_dir} is damaged ({reason}" in capsys.readouterr().out
+    assert list(run_dir.parent.iterdir()) == []  # removed, no .old- copy left
+
+
+def test_a_damaged_cached_run_is_trained_again(tiny, capsys):
+    first = train.train("conv", **tiny)
+    _damage_run(first.run_dir, "truncated-weights")
     again = train.train("conv", **tiny)
-    out = capsys.readouterr().out
     assert not again.from_cache and again.run_dir == first.run_dir
-    assert f"the cached run {first.run_dir} is damaged ({reason}" in out and "training it again" in out
+    assert "is damaged (model.weights.h5 has 1,000 bytes" in capsys.readouterr().out
     assert again.load_model().count_params() == 1_191_502
     assert train.train("conv", **tiny).from_cache
     assert not list(first.run_dir.parent.glob(".*"))
