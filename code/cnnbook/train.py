@@ -276,15 +276,16 @@ def train(model_name: str, profile: str | Profile | None = None, *, data_source=
             return _train_now(config, final, work, data_source=data_source, cache_dir=cache_dir,
                               verbose=verbose, callbacks=callbacks)
         except OSError as exc:
+            fix = f"set {_data.CACHE_ENV} (--cache-dir) to"
             if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
                 raise CacheError(exc.errno, f"The run cache {runs} ran out of space "
-                                 f"({os.strerror(exc.errno)}): free some space, or set {_data.CACHE_ENV} "
-                                 "(--cache-dir) to a folder with room, and run again; the run "
-                                 "resumes from its last finished epoch.") from exc
+                                 f"({os.strerror(exc.errno)}): free some space, or {fix} a "
+                                 "folder with room, and run again; the run resumes from its "
+                                 "last finished epoch.") from exc
             if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
                 raise CacheError(exc.errno, f"The run cache {runs} cannot be written "
-                                 f"({os.strerror(exc.errno)}: {exc.filename}): fix its permissions, or set "
-                                 f"{_data.CACHE_ENV} (--cache-dir) to a writable folder.") from exc
+                                 f"({os.strerror(exc.errno)}: {exc.filename}): fix its "
+                                 f"permissions, or {fix} a writable folder.") from exc
             raise
 
 
@@ -313,9 +314,10 @@ def _train_now(config: dict, final: Path, work: Path, *, data_source, cache_dir,
     test_loss, test_accuracy = model.evaluate(test_data, verbose=0)
 
     rows = checkpoint.rows
-    if [row["epoch"] for row in rows] != list(range(epochs)):
-        raise RuntimeError(f"{work} holds epochs {[row['epoch'] for row in rows]}, expected 0 to "
-                           f"{epochs - 1}: delete it and train again.")
+    if len(rows) != epochs:  # a callback stopped training early: this is not the run asked for
+        raise RuntimeError(f"Training stopped after {len(rows)} of {epochs} epochs (did a "
+                           "callback set model.stop_training?), so no run was stored; its "
+                           f"checkpoint stays in {work}, and the next call resumes from it.")
     seconds = [row["epoch_seconds"] for row in rows]
     history = {k: [row[k] for row in rows] for k in HISTORY_KEYS}
     provenance = {
@@ -679,8 +681,9 @@ def _writable_folder(runs: Path) -> None:
     try:
         runs.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise CacheError(exc.errno, f"The cache folder {runs.parent} cannot be created "
-                         f"({os.strerror(exc.errno) if exc.errno else exc}). Fix its permissions, or {fix}.") from exc
+        why = os.strerror(exc.errno) if exc.errno else exc
+        raise CacheError(exc.errno, f"The cache folder {runs.parent} cannot be created ({why}). "
+                         f"Fix its permissions, or {fix}.") from exc
     if not os.access(runs, os.W_OK | os.X_OK):
         raise CacheError(errno.EACCES, f"The cache folder {runs} is read-only here, and this run "
                          f"is not in it yet. Fix its permissions, or {fix}.")
