@@ -520,3 +520,17 @@ def test_a_read_only_cache_still_serves_its_runs(tiny, monkeypatch):
         monkeypatch.setattr(Path, name, refuse)
     monkeypatch.setattr(os, "replace", refuse)
     assert train.train("conv", **tiny).history == first.history
+
+
+class StopAfterFirstEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = True
+
+
+def test_a_run_stopped_early_by_a_callback_is_not_stored_and_resumes(tiny, cache_dir):
+    with pytest.raises(RuntimeError, match="Training stopped after 1 of 2 epochs"):
+        train.train("conv", **tiny, callbacks=[StopAfterFirstEpoch()])
+    assert not list((cache_dir / "runs").glob("*/result.json"))
+    counter = CountEpochs()
+    result = train.train("conv", **tiny, callbacks=[counter])
+    assert counter.epochs == [1] and result.provenance["resumed_from_epoch"] == 1
