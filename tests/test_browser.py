@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import math
 import os
 import random
 import re
@@ -25,6 +26,7 @@ from playwright.sync_api import sync_playwright
 
 from cnnbook import calc, report
 from conftest import CHROMIUM
+from test_calc import REFUSED, refusal
 
 pytestmark = pytest.mark.book
 
@@ -726,3 +728,63 @@ def test_bad_time_input_shows_its_message(time_page, what, field, text, message)
     if field in ("clock_ghz", "bandwidth_gbs", "cores"):
         assert widget.get_attribute("data-state") == "ok"
     assert time_page.problems == []
+
+
+def to_page(value):
+    """A Python value as page.evaluate carries it: NaN, infinities and ints past 2**53 tagged."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"$": repr(value)}
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**53:
+        return {"$": "int", "digits": str(value)}
+    if isinstance(value, (list, tuple)):
+        return [to_page(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_page(v) for k, v in value.items()}
+    return value
+
+
+BROWSER_REFUSALS = """cases => cases.map(([fn, args, kwargs]) => {
+  const C = window.CnnbookCalc;
+  const back = (v) => {
+    if (Array.isArray(v)) return v.map(back);
+    if (v && typeof v === "object") {
+      if (v.$ === "int") return BigInt(v.digits);
+      if (v.$ !== undefined) return { nan: NaN, inf: Infinity, "-inf": -Infinity }[v.$];
+      return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, back(x)]));
+    }
+    return v;
+  };
+  const a = back(args), kw = back(kwargs);  // Python's keywords, and as calc-core names them:
+  const camel = Object.fromEntries(Object.entries(kw).map(
+    ([k, v]) => [k.replace(/_([a-z])/g, (_, c) => c.toUpperCase()), v]));  // batchSize, ...
+  try {
+    if (fn === "Machine") C.checkMachine({ name: "m", ...kw });
+    else if (fn === "estimate_training") C.estimateTraining(a[0], { name: "m", ...a[1] }, camel);
+    else if (fn === "estimate_epoch_seconds") C.estimateEpochSeconds(a[0], a[1], a[2], camel);
+    else if (fn === "training_memory") C.trainingMemory(a[0], camel);
+    else if (fn === "largest_batch") C.largestBatch(a[0], a[1], camel);
+    else if (fn === "analyze") C.analyze(a[0], ...(camel.dtype !== undefined ? [camel.dtype] : []));
+    else return `no such function ${fn}`;
+    return null;
+  } catch (e) {
+    return e instanceof C.CalcError ? e.message : `not a CalcError: ${e}`;
+  }
+})"""
+
+
+def test_bad_inputs_are_refused_as_python_refuses_them(visit):
+    """tests/test_calc.py's REFUSED, in one call: the same inputs refused, the same messages."""
+    v = visit("intro.html")
+    limits = v.page.evaluate("window.CnnbookCalc.limits")
+    assert limits == {"max_field": calc.MAX_FIELD, "min_rate": calc.MIN_RATE,
+                      "max_rate": calc.MAX_RATE, "min_efficiency": calc.MIN_EFFICIENCY,
+                      "max_efficiency": calc.MAX_EFFICIENCY,
+                      "min_flops_per_second": calc.MIN_FLOPS_PER_SECOND,
+                      "max_flops_per_second": calc.MAX_FLOPS_PER_SECOND,
+                      "max_ram_gib": calc.MAX_RAM_GIB, "max_ram_bytes": calc.MAX_RAM_BYTES}
+    assert v.page.evaluate("String(window.CnnbookCalc.MAX_FIELD)") == str(calc.MAX_FIELD)
+    shown = v.page.evaluate(BROWSER_REFUSALS, [to_page(list(case[1:4])) for case in REFUSED])
+    python = {case[0]: refusal(*case[1:4]) for case in REFUSED}
+    assert dict(zip(python, shown)) == python
+    assert python == {case[0]: case[4] for case in REFUSED}
+    assert v.problems == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -283,3 +284,224 @@ def test_alexnet_comparison_names_each_mistake():
     assert table["fc6"] == table["fc7"] == "biases left out"
     assert table["fc8"] == "biases left out; labelled FC6, is FC8"
     assert set(table.drop(["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"])) == {"right"}
+
+
+# ------------------------------------------------------------- refused as the browser refuses
+# Every input below is refused by Python and by the browser (calc-core.js) with the same message,
+# word for word; tests/test_browser.py runs this list through both. None: accepted by both (the
+# limits themselves). A case: (id, function, positional arguments, keyword arguments, message).
+TINY = [{"type": "input", "name": "input", "shape": [8, 8, 3]},
+        {"type": "conv", "name": "c", "filters": 4, "kernel": 3},
+        {"type": "flatten", "name": "f"}, {"type": "dense", "name": "d", "units": 10}]
+MACHINE = {"cores": 2, "clock_ghz": 3.06, "flops_per_cycle": 8, "bandwidth_gbs": 21.3}
+RUN = {"images": 100, "epochs": 2}
+NAN, INF = float("nan"), float("inf")
+HUGE = 10**300
+HUGE_TEXT = f"{HUGE:,}"
+RATE = "must be a number from 0.001 to 1,000,000, got"
+FLOPS = "flops_per_second must be a number from 1,000 to 1e+36, got"
+RAM_LIMIT = "1,073,741,824,000,000"  # a million GiB
+
+
+def _machine(**fields):
+    return ("Machine", (), {**MACHINE, **fields})
+
+
+def _layer(index, **fields):
+    layers = [dict(layer) for layer in TINY]
+    layers[index] = {**layers[index], **fields}
+    return layers
+
+
+REFUSED = [
+    # Machine: whole numbers up to 2,147,483,647; clock and bandwidth from 0.001 to 1,000,000
+    ("cores 10**300", *_machine(cores=HUGE),
+     f"cores is absurdly large: at most 2,147,483,647, got {HUGE_TEXT}."),
+    ("cores 2**31", *_machine(cores=2**31),
+     "cores is absurdly large: at most 2,147,483,647, got 2,147,483,648."),
+    ("cores 2**31 - 1", *_machine(cores=2**31 - 1), None),
+    ("cores negative", *_machine(cores=-2), "cores must be positive, got -2."),
+    ("cores nan", *_machine(cores=NAN), "cores must be a whole number, got nan."),
+    ("cores True", *_machine(cores=True), "cores must be a whole number, got True."),
+    ("cores string", *_machine(cores="2"), "cores must be a whole number, got '2'."),
+    ("flops_per_cycle 2**40", *_machine(flops_per_cycle=2**40),
+     "flops_per_cycle is absurdly large: at most 2,147,483,647, got 1,099,511,627,776."),
+    ("clock nan", *_machine(clock_ghz=NAN), f"clock_ghz {RATE} nan."),
+    ("clock inf", *_machine(clock_ghz=INF), f"clock_ghz {RATE} inf."),
+    ("clock -inf", *_machine(clock_ghz=-INF), f"clock_ghz {RATE} -inf."),
+    ("clock None", *_machine(clock_ghz=None), f"clock_ghz {RATE} None."),
+    ("clock True", *_machine(clock_ghz=True), f"clock_ghz {RATE} True."),
+    ("clock 1e-5", *_machine(clock_ghz=1e-5), f"clock_ghz {RATE} 1e-05."),
+    ("clock 1e17", *_machine(clock_ghz=1e17), f"clock_ghz {RATE} 1e+17."),
+    ("clock -0.0", *_machine(clock_ghz=-0.0), f"clock_ghz {RATE} -0.0."),
+    ("clock 10**309", *_machine(clock_ghz=10**309), f"clock_ghz {RATE} {10**309}."),
+    ("clock 1,000,000", *_machine(clock_ghz=1_000_000), None),
+    ("bandwidth False", *_machine(bandwidth_gbs=False), f"bandwidth_gbs {RATE} False."),
+    ("bandwidth nan", *_machine(bandwidth_gbs=NAN), f"bandwidth_gbs {RATE} nan."),
+    ("bandwidth -1", *_machine(bandwidth_gbs=-1.0), f"bandwidth_gbs {RATE} -1.0."),
+    ("bandwidth 0: not known", *_machine(bandwidth_gbs=0), None),
+    # estimate_training: images, epochs and batch_size whole; efficiency from 0.001 to 1
+    ("training images -5", "estimate_training", (TINY, MACHINE), {**RUN, "images": -5},
+     "images must be positive, got -5."),
+    ("training images 10**300", "estimate_training", (TINY, MACHINE), {**RUN, "images": HUGE},
+     f"images is absurdly large: at most 2,147,483,647, got {HUGE_TEXT}."),
+    ("training epochs 2**31", "estimate_training", (TINY, MACHINE), {**RUN, "epochs": 2**31},
+     "epochs is absurdly large: at most 2,147,483,647, got 2,147,483,648."),
+    ("training batch 2**31", "estimate_training", (TINY, MACHINE), {**RUN, "batch_size": 2**31},
+     "batch_size is absurdly large: at most 2,147,483,647, got 2,147,483,648."),
+    ("efficiency nan", "estimate_training", (TINY, MACHINE), {**RUN, "efficiency": NAN},
+     "efficiency must be a number from 0.001 to 1, got nan."),
+    ("efficiency inf", "estimate_training", (TINY, MACHINE), {**RUN, "efficiency": INF},
+     "efficiency must be a number from 0.001 to 1, got inf."),
+    ("efficiency string", "estimate_training", (TINY, MACHINE), {**RUN, "efficiency": "0.5"},
+     "efficiency must be a number from 0.001 to 1, got '0.5'."),
+    ("efficiency None", "estimate_training", (TINY, MACHINE), {**RUN, "efficiency": None},
+     "efficiency must be a number from 0.001 to 1, got None."),
+    ("optimizer list", "estimate_training", (TINY, MACHINE), {**RUN, "optimizer": ["adam"]},
+     "Unknown optimizer ['adam']; use one of sgd, momentum, adam."),
+    ("dtype None", "estimate_training", (TINY, MACHINE), {**RUN, "dtype": None},
+     "Unknown dtype None; use one of float64, float32, bfloat16, float16, int8."),
+    ("training at the limits", "estimate_training", (TINY, {**MACHINE, "cores": 2**31 - 1}),
+     {"images": 2**31 - 1, "epochs": 2**31 - 1, "efficiency": 1}, None),
+    # estimate_epoch_seconds: images positive, validation_images at least 0, a bounded FLOP/s
+    ("epoch images -5", "estimate_epoch_seconds", (TINY, -5, 1e9), {},
+     "images must be positive, got -5."),
+    ("epoch images 0", "estimate_epoch_seconds", (TINY, 0, 1e9), {},
+     "images must be positive, got 0."),
+    ("epoch images 2.5", "estimate_epoch_seconds", (TINY, 2.5, 1e9), {},
+     "images must be a whole number, got 2.5."),
+    ("epoch images 10**12", "estimate_epoch_seconds", (TINY, 10**12, 1e9), {},
+     "images is absurdly large: at most 2,147,483,647, got 1,000,000,000,000."),
+    ("validation -1", "estimate_epoch_seconds", (TINY, 10, 1e9), {"validation_images": -1},
+     "validation_images must be at least 0, got -1."),
+    ("validation None", "estimate_epoch_seconds", (TINY, 10, 1e9), {"validation_images": None},
+     "validation_images must be a whole number, got None."),
+    ("rate nan", "estimate_epoch_seconds", (TINY, 10, NAN), {}, f"{FLOPS} nan."),
+    ("rate inf", "estimate_epoch_seconds", (TINY, 10, INF), {}, f"{FLOPS} inf."),
+    ("rate 0", "estimate_epoch_seconds", (TINY, 10, 0), {}, f"{FLOPS} 0.0."),
+    ("rate negative", "estimate_epoch_seconds", (TINY, 10, -1e9), {}, f"{FLOPS} -1000000000.0."),
+    ("rate 1e37", "estimate_epoch_seconds", (TINY, 10, 1e37), {}, f"{FLOPS} 1e+37."),
+    ("rate string", "estimate_epoch_seconds", (TINY, 10, "1e9"), {}, f"{FLOPS} '1e9'."),
+    ("rate True", "estimate_epoch_seconds", (TINY, 10, True), {}, f"{FLOPS} True."),
+    ("rate at the limits", "estimate_epoch_seconds", (TINY, 2**31 - 1, 1_000),
+     {"validation_images": 0}, None),
+    ("rate 1e36", "estimate_epoch_seconds", (TINY, 1, 1e36), {}, None),
+    # training_memory
+    ("memory batch 10**300", "training_memory", (TINY,), {"batch_size": HUGE},
+     f"batch_size is absurdly large: at most 2,147,483,647, got {HUGE_TEXT}."),
+    ("memory batch -1", "training_memory", (TINY,), {"batch_size": -1},
+     "batch_size must be positive, got -1."),
+    ("memory batch 1.5", "training_memory", (TINY,), {"batch_size": 1.5},
+     "batch_size must be a whole number, got 1.5."),
+    ("memory batch nan", "training_memory", (TINY,), {"batch_size": NAN},
+     "batch_size must be a whole number, got nan."),
+    ("memory batch True", "training_memory", (TINY,), {"batch_size": True},
+     "batch_size must be a whole number, got True."),
+    ("memory dtype list", "training_memory", (TINY,), {"batch_size": 1, "dtype": ["float32"]},
+     "Unknown dtype ['float32']; use one of float64, float32, bfloat16, float16, int8."),
+    # largest_batch: ram_bytes whole, from 1 to a million GiB
+    ("ram 0", "largest_batch", (TINY, 0), {}, "ram_bytes must be positive, got 0."),
+    ("ram negative", "largest_batch", (TINY, -1), {}, "ram_bytes must be positive, got -1."),
+    ("ram a byte over a million GiB", "largest_batch", (TINY, 2**30 * 10**6 + 1), {},
+     f"ram_bytes is absurdly large: at most {RAM_LIMIT}, got 1,073,741,824,000,001."),
+    ("ram 10**300", "largest_batch", (TINY, HUGE), {},
+     f"ram_bytes is absurdly large: at most {RAM_LIMIT}, got {HUGE_TEXT}."),
+    ("ram float", "largest_batch", (TINY, 2e9 + 0.5), {},
+     "ram_bytes must be a whole number, got 2000000000.5."),
+    ("ram nan", "largest_batch", (TINY, NAN), {}, "ram_bytes must be a whole number, got nan."),
+    ("ram inf", "largest_batch", (TINY, INF), {}, "ram_bytes must be a whole number, got inf."),
+    ("ram string", "largest_batch", (TINY, "2GiB"), {},
+     "ram_bytes must be a whole number, got '2GiB'."),
+    ("ram None", "largest_batch", (TINY, None), {}, "ram_bytes must be a whole number, got None."),
+    ("ram True", "largest_batch", (TINY, True), {}, "ram_bytes must be a whole number, got True."),
+    ("ram a million GiB", "largest_batch", (TINY, 2**30 * 10**6), {}, None),
+    ("ram 1 byte", "largest_batch", (TINY, 1), {}, None),
+    # analyze / layer_rows
+    ("shape 10**300", "analyze", (_layer(0, shape=[8, HUGE, 3]),), {},
+     f"layer 0 (input): shape is absurdly large: at most 2,147,483,647, got {HUGE_TEXT}."),
+    ("filters 2**31", "analyze", (_layer(1, filters=2**31),), {},
+     "layer 1 (c): filters is absurdly large: at most 2,147,483,647, got 2,147,483,648."),
+    ("units 2**31", "analyze", (_layer(3, units=2**31),), {},
+     "layer 3 (d): units is absurdly large: at most 2,147,483,647, got 2,147,483,648."),
+    ("padding 2**31", "analyze", (_layer(1, padding=2**31),), {},
+     "layer 1 (c): padding is absurdly large: at most 2,147,483,647, got 2,147,483,648."),
+    ("padding nan", "analyze", (_layer(1, padding=NAN),), {},
+     "layer 1 (c): padding must be a whole number, got nan."),
+    ("padding True", "analyze", (_layer(1, padding=True),), {},
+     "layer 1 (c): padding must be a whole number, got True."),
+    ("kernel inf", "analyze", (_layer(1, kernel=INF),), {},
+     "layer 1 (c): kernel must be a whole number, got inf."),
+    ("stride None: the kernel", "analyze", (_layer(1, stride=None),), {}, None),
+    ("two-number shape", "analyze", (_layer(0, shape=[8, 8]),), {},
+     "layer 0 (input): shape must be [height, width, channels] or [features], got [8, 8]."),
+    ("number shape", "analyze", (_layer(0, shape=8),), {},
+     "layer 0 (input): shape must be [height, width, channels] or [features], got 8."),
+    ("type list", "analyze", (_layer(1, type=["conv"]),), {},
+     "layer 1: unknown layer type ['conv']; use one of input, conv, maxpool, lrn, flatten, dense."),
+    ("type number", "analyze", (_layer(1, type=5),), {},
+     "layer 1: unknown layer type 5; use one of input, conv, maxpool, lrn, flatten, dense."),
+    ("layer None", "analyze", ([TINY[0], None],), {},
+     "layer 1: a layer must be a dict with a 'type', got None."),
+    ("name number", "analyze", (_layer(1, name=5),), {}, "layer 1: name must be a string, got 5."),
+    ("name True", "analyze", (_layer(1, name=True),), {},
+     "layer 1: name must be a string, got True."),
+    ("name list", "analyze", (_layer(1, name=[]),), {}, "layer 1: name must be a string, got []."),
+    ("name None: the default", "analyze", (_layer(1, name=None),), {}, None),
+    ("bias string", "analyze", (_layer(1, bias="yes"),), {},
+     "layer 1: bias must be True or False, got 'yes'."),
+    ("bias list", "analyze", (_layer(3, bias=[]),), {},
+     "layer 3: bias must be True or False, got []."),
+    ("bias nan", "analyze", (_layer(3, bias=NAN),), {},
+     "layer 3: bias must be True or False, got nan."),
+    ("bias 0", "analyze", (_layer(3, bias=0),), {}, "layer 3: bias must be True or False, got 0."),
+    # quoted as Python's repr() quotes them, and listed in Python's sorted() order
+    ("padding escapes", "analyze", (_layer(1, padding="a\\b\n\t\x00\xa0\u2028"),), {},
+     "layer 1 (c): unknown padding 'a\\\\b\\n\\t\\x00\\xa0\\u2028'; use 'valid', 'same' or a whole number."),
+    ("type with both quotes", "analyze", (_layer(1, type="it's \"x\""),), {},
+     "layer 1: unknown layer type 'it\\'s \"x\"'; use one of input, conv, maxpool, lrn, flatten, dense."),
+    ("optimizer with a quote", "training_memory", (TINY,), {"batch_size": 1, "optimizer": "adam's"},
+     "Unknown optimizer \"adam's\"; use one of sgd, momentum, adam."),
+    ("name astral", "analyze", (_layer(1, name=["\U000e0001", "\U0001f600"]),), {},
+     "layer 1: name must be a string, got ['\\U000e0001', '\U0001f600']."),
+    ("unknown fields by code point", "analyze", (_layer(3, **{"\U0001f600": 1, "\ue000": 2}),), {},
+     "layer 3: unknown field(s) \ue000, \U0001f600 for a dense layer."),
+    ("model a string", "analyze", ("conv",), {},
+     "A model is a non-empty list of layer specs, starting with an input layer."),
+    ("dtype list", "analyze", (TINY,), {"dtype": ["float32"]},
+     "Unknown dtype ['float32']; use one of float64, float32, bfloat16, float16, int8."),
+]
+
+
+def refusal(function: str, args: tuple, kwargs: dict) -> str | None:
+    """The message of the ValueError that a call raises, or None if it is accepted."""
+    try:
+        if function == "Machine":
+            calc.Machine("m", **kwargs, source="")
+        elif function == "estimate_training":
+            layers, machine = args
+            calc.estimate_training(layers, calc.Machine("m", **machine, source=""), **kwargs)
+        else:
+            getattr(calc, function)(*args, **kwargs)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+@pytest.mark.parametrize("function, args, kwargs, message", [c[1:] for c in REFUSED],
+                         ids=[c[0] for c in REFUSED])
+def test_bad_inputs_are_refused_as_the_browser_refuses_them(function, args, kwargs, message):
+    assert refusal(function, args, kwargs) == message
+
+
+def test_limits_keep_every_result_finite():
+    """At the largest inputs and smallest rates allowed, times stay finite and positive."""
+    assert calc.MAX_RAM_BYTES == calc.MAX_RAM_GIB * 2**30 < 2**53  # exact in the browser too
+    assert calc.largest_batch(TINY, calc.MAX_RAM_BYTES) > 0
+    assert 0 < calc.estimate_epoch_seconds(PRESETS["alexnet"], calc.MAX_FIELD,
+                                           calc.MIN_FLOPS_PER_SECOND,
+                                           validation_images=calc.MAX_FIELD) < 1e300
+    fastest = calc.Machine("fastest", calc.MAX_FIELD, calc.MAX_RATE, calc.MAX_FIELD, 0, "")
+    assert fastest.peak_flops < calc.MAX_FLOPS_PER_SECOND
+    machine = calc.Machine("np", np.int64(2), np.float32(3.0), np.int32(8), np.float64(0), "")
+    kept = (machine.cores, machine.clock_ghz, machine.flops_per_cycle, machine.bandwidth_gbs)
+    assert list(map(type, kept)) == [int, float, int, float]  # plain numbers, as JSON carries them

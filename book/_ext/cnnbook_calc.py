@@ -4,9 +4,10 @@ The widgets (book/_static/calc/calc-core.js and calc-widget.js, loaded on every 
 Book's ``_static`` rule) read one generated file, ``_static/calc/presets.js`` in the build output,
 so the browser and :mod:`cnnbook.calc` share one source of truth: the layer presets and their
 titles, the machine presets (with the build machine as read at build time), the dtype sizes,
-optimizer slots, layer field defaults, the estimator's defaults and the assignment's own time
-estimate. It is a script (``window.CNNBOOK_CALC = {...}``) rather than a JSON file fetched at run
-time, so a page opened from disk (``file://``) works too. It is not committed: every build writes it.
+optimizer slots, layer field defaults, the limits on every input (so both sides refuse the same
+numbers), the estimator's defaults and the assignment's own time estimate. It is a script
+(``window.CNNBOOK_CALC = {...}``) rather than a JSON file fetched at run time, so a page opened
+from disk (``file://``) works too. It is not committed: every build writes it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def calculator_data() -> dict:
         "layer_types": list(calc.LAYER_TYPES),
         "fields": {kind: {"required": sorted(required), "optional": optional}
                    for kind, (required, optional) in calc._FIELDS.items()},
+        "limits": limits(),
         "defaults": {
             "dtype": memory["dtype"].default,
             "optimizer": memory["optimizer"].default,
@@ -48,6 +50,20 @@ def calculator_data() -> dict:
         },
         "assignment": {**method1, "seconds_all_cores": list(method1["seconds_all_cores"]),
                        "total_memory_values": report.ASSIGNMENT_ALEXNET["total_memory_values"]},
+    }
+
+
+def limits() -> dict:
+    """The calculators' input limits, Python's constants: calc-core.js checks with these."""
+    from cnnbook import calc
+
+    return {
+        "max_field": calc.MAX_FIELD,  # any whole number above it is absurdly large
+        "min_rate": calc.MIN_RATE, "max_rate": calc.MAX_RATE,  # clock GHz, bandwidth GB/s
+        "min_efficiency": calc.MIN_EFFICIENCY, "max_efficiency": calc.MAX_EFFICIENCY,
+        "min_flops_per_second": calc.MIN_FLOPS_PER_SECOND,
+        "max_flops_per_second": calc.MAX_FLOPS_PER_SECOND,
+        "max_ram_gib": calc.MAX_RAM_GIB, "max_ram_bytes": calc.MAX_RAM_BYTES,
     }
 
 

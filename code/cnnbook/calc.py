@@ -31,6 +31,12 @@ import pandas as pd
 DTYPE_BYTES = {"float64": 8, "float32": 4, "bfloat16": 2, "float16": 2, "int8": 1}
 OPTIMIZER_SLOTS = {"sgd": 0, "momentum": 1, "adam": 2}  # values of state kept per parameter
 LAYER_TYPES = ("input", "conv", "maxpool", "lrn", "flatten", "dense")
+# Any whole number above this (2**31 - 1, far past any real layer, machine, batch or data set) is
+# "absurdly large": a layer's fields, cores, FLOPs per cycle, images, epochs, batch sizes.
+MAX_FIELD = 2_147_483_647
+# The most memory largest_batch takes: a million GiB, as the model widget's "free memory" field.
+MAX_RAM_GIB = 1_000_000
+MAX_RAM_BYTES = MAX_RAM_GIB * 2**30
 _FIELDS = {  # required fields, then optional fields with their defaults
     "input": ({"shape"}, {}),
     "conv": ({"filters", "kernel"}, {"stride": 1, "padding": "valid", "groups": 1, "bias": True}),
@@ -118,13 +124,15 @@ PRESET_TITLES = {
 
 
 # ------------------------------------------------------------------------------ layer arithmetic
-def _whole(value, what: str, *, minimum: int = 1) -> int:
-    """``value`` as an int of at least ``minimum``, or a ValueError naming ``what``."""
+def _whole(value, what: str, *, minimum: int = 1, maximum: int = MAX_FIELD) -> int:
+    """``value`` as an int from ``minimum`` to ``maximum``, or a ValueError naming ``what``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"{what} must be a whole number, got {value!r}.")
     if value < minimum:
         bound = "positive" if minimum == 1 else f"at least {minimum}"
         raise ValueError(f"{what} must be {bound}, got {value}.")
+    if value > maximum:
+        raise ValueError(f"{what} is absurdly large: at most {maximum:,}, got {int(value):,}.")
     return int(value)
 
 
@@ -144,7 +152,7 @@ def _check_fields(spec, where: str) -> dict:
     if not isinstance(spec, dict):
         raise ValueError(f"{where}: a layer must be a dict with a 'type', got {spec!r}.")
     kind = spec.get("type")
-    if kind not in _FIELDS:
+    if not isinstance(kind, str) or kind not in _FIELDS:
         raise ValueError(f"{where}: unknown layer type {kind!r}; use one of {', '.join(LAYER_TYPES)}.")
     required, optional = _FIELDS[kind]
     missing = required - spec.keys()
@@ -152,7 +160,13 @@ def _check_fields(spec, where: str) -> dict:
         raise ValueError(f"{where}: a {kind} layer needs {', '.join(sorted(missing))}.")
     unknown = spec.keys() - required - optional.keys() - {"type", "name"}
     if unknown:
-        raise ValueError(f"{where}: unknown field(s) {', '.join(sorted(unknown))} for a {kind} layer.")
+        raise ValueError(f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))} "
+                         f"for a {kind} layer.")
+    name = spec.get("name")
+    if name is not None and not isinstance(name, str):
+        raise ValueError(f"{where}: name must be a string, got {name!r}.")
+    if "bias" in spec and not isinstance(spec["bias"], (bool, np.bool_)):
+        raise ValueError(f"{where}: bias must be True or False, got {spec['bias']!r}.")
     return {**optional, **spec}
 
 
@@ -166,7 +180,7 @@ def _padding(value, where: str):
 
 def layer_rows(layers: list[dict], dtype: str = "float32") -> list[dict]:
     """One row per layer: output shape, weights, biases, activations, MACs and FLOPs per image."""
-    if dtype not in DTYPE_BYTES:
+    if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
         raise ValueError(f"Unknown dtype {dtype!r}; use one of {', '.join(DTYPE_BYTES)}.")
     size = DTYPE_BYTES[dtype]
     if not isinstance(layers, (list, tuple)) or not layers:
@@ -266,7 +280,7 @@ def analyze(layers: list[dict], dtype: str = "float32") -> Summary:
 
 # ----------------------------------------------------------------------------- training memory
 def _optimizer_slots(optimizer: str) -> int:
-    if optimizer not in OPTIMIZER_SLOTS:
+    if not isinstance(optimizer, str) or optimizer not in OPTIMIZER_SLOTS:
         raise ValueError(f"Unknown optimizer {optimizer!r}; use one of {', '.join(OPTIMIZER_SLOTS)}.")
     return OPTIMIZER_SLOTS[optimizer]
 
@@ -294,27 +308,42 @@ def training_memory(layers: list[dict], *, batch_size: int, optimizer: str = "ad
 
 def largest_batch(layers: list[dict], ram_bytes: int, *, optimizer: str = "adam",
                   dtype: str = "float32") -> int:
-    """The largest batch whose training memory fits in ``ram_bytes`` (0 if not even one image)."""
+    """The largest batch whose training memory fits in ``ram_bytes`` (0 if not even one image).
+
+    ``ram_bytes`` is a whole number from 1 to ``MAX_RAM_BYTES`` (a million GiB).
+    """
+    ram_bytes = _whole(ram_bytes, "ram_bytes", maximum=MAX_RAM_BYTES)
     one = training_memory(layers, batch_size=1, optimizer=optimizer, dtype=dtype)
     fixed = int(one[["weights", "gradients", "optimizer state"]].sum())
     per_image = int(one[["activations", "input batch"]].sum())
-    return max(0, (int(ram_bytes) - fixed) // per_image)
+    return max(0, (ram_bytes - fixed) // per_image)
 
 
 # --------------------------------------------------------------------------------- time estimate
 # Limits on a machine's clock (GHz) and bandwidth (GB/s), and on the efficiency: the smallest keep
 # every time below 1e300 seconds (never infinite), the largest are far past any real processor.
 MIN_RATE, MAX_RATE = 0.001, 1_000_000
-MIN_EFFICIENCY = 0.001
+MIN_EFFICIENCY, MAX_EFFICIENCY = 0.001, 1
+# A sustained FLOP/s for estimate_epoch_seconds: from the slowest estimate_training can reach (one
+# core at MIN_RATE GHz, one FLOP per cycle, MIN_EFFICIENCY) to past the fastest Machine (~4.6e33).
+MIN_FLOPS_PER_SECOND, MAX_FLOPS_PER_SECOND = 1_000, 1e36
+
+
+def _limit_text(x) -> str:
+    """A limit as messages print it: 1,000,000 for a whole number, else Python's float repr."""
+    return f"{int(x):,}" if float(x).is_integer() and abs(x) <= 2**53 else repr(float(x))
 
 
 def _between(value, what: str, low: float, high: float) -> float:
     """``value`` as a float from ``low`` to ``high``, or a ValueError naming ``what``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not low <= value <= high:
-        shown = repr(float(value)) if isinstance(value, (int, float)) and not isinstance(value, bool) \
-            else repr(value)
-        raise ValueError(f"{what} must be a number from {low:,g} to {high:,}, got {shown}.")
+    number = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+    if not number or not low <= value <= high:
+        try:  # a number shows as the float it would be; an int too large for one, as itself
+            shown = repr(float(value)) if number else repr(value)
+        except OverflowError:
+            shown = str(int(value))
+        raise ValueError(f"{what} must be a number from {_limit_text(low)} to {_limit_text(high)}, "
+                         f"got {shown}.")
     return float(value)
 
 
@@ -329,12 +358,15 @@ class Machine:
     bandwidth_gbs: float  # main memory, GB/s
     source: str
 
-    def __post_init__(self):
-        _whole(self.cores, "cores")
-        _whole(self.flops_per_cycle, "flops_per_cycle")
-        _between(self.clock_ghz, "clock_ghz", MIN_RATE, MAX_RATE)
-        if self.bandwidth_gbs != 0:  # 0: not known, no memory bound
-            _between(self.bandwidth_gbs, "bandwidth_gbs", MIN_RATE, MAX_RATE)
+    def __post_init__(self):  # checked, and kept as plain ints and floats
+        set_ = object.__setattr__  # frozen
+        set_(self, "cores", _whole(self.cores, "cores"))
+        set_(self, "flops_per_cycle", _whole(self.flops_per_cycle, "flops_per_cycle"))
+        set_(self, "clock_ghz", _between(self.clock_ghz, "clock_ghz", MIN_RATE, MAX_RATE))
+        bandwidth = self.bandwidth_gbs
+        if isinstance(bandwidth, bool) or bandwidth != 0:  # 0: not known, no memory bound
+            bandwidth = _between(bandwidth, "bandwidth_gbs", MIN_RATE, MAX_RATE)
+        set_(self, "bandwidth_gbs", float(bandwidth))
 
     @property
     def peak_flops(self) -> float:
@@ -399,11 +431,16 @@ def training_flops_per_image(layers: list[dict]) -> int:
 
 def estimate_epoch_seconds(layers: list[dict], images: int, flops_per_second: float,
                            *, validation_images: int = 0) -> float:
-    """Seconds per epoch at a sustained FLOP/s: training images plus a forward pass over validation."""
-    if flops_per_second <= 0:
-        raise ValueError(f"flops_per_second must be positive, got {flops_per_second}.")
+    """Seconds per epoch at a sustained FLOP/s: training images plus a forward pass over validation.
+
+    ``flops_per_second`` is from ``MIN_FLOPS_PER_SECOND`` to ``MAX_FLOPS_PER_SECOND``.
+    """
+    images = _whole(images, "images")
+    validation_images = _whole(validation_images, "validation_images", minimum=0)
+    rate = _between(flops_per_second, "flops_per_second", MIN_FLOPS_PER_SECOND,
+                    MAX_FLOPS_PER_SECOND)
     forward = analyze(layers).totals["flops"]
-    return (images * 3 * forward + validation_images * forward) / flops_per_second
+    return (images * 3 * forward + validation_images * forward) / rate
 
 
 def estimate_training(layers: list[dict], machine: Machine, *, images: int, epochs: int,
@@ -417,7 +454,7 @@ def estimate_training(layers: list[dict], machine: Machine, *, images: int, epoc
     and the optimizer reading and writing weights and state once per batch.
     """
     images, epochs = _whole(images, "images"), _whole(epochs, "epochs")
-    efficiency = _between(efficiency, "efficiency", MIN_EFFICIENCY, 1)
+    efficiency = _between(efficiency, "efficiency", MIN_EFFICIENCY, MAX_EFFICIENCY)
     batch_size = _whole(batch_size, "batch_size")
     slots = _optimizer_slots(optimizer)
     summary = analyze(layers, dtype)

@@ -8,15 +8,14 @@
  * (book/_ext/cnnbook_calc.py). Errors are CalcError: the Python ValueError's message, plus the
  * layer index and field it is about, so a widget can show it next to that field.
  *
- * A check that is the browser's own: a whole number above MAX_FIELD (2,147,483,647 = 2^31 - 1, far
- * past any real layer) is "absurdly large". A machine's numbers (cores, clock, FLOPs per cycle,
- * bandwidth) and the efficiency have Python's limits (Machine, estimate_training). Together they
- * keep every double below 1e300, so no result is ever Infinity or NaN.
+ * The limits come from there too (CNNBOOK_CALC.limits, Python's constants): a whole number above
+ * max_field (2^31 - 1) is "absurdly large"; a machine's clock and bandwidth, the efficiency, a
+ * FLOP/s rate and the memory for largestBatch have Python's ranges. Together they keep every
+ * double below 1e300, so no result is ever Infinity or NaN. Python and the browser refuse the same
+ * inputs with the same messages (tests/test_browser.py checks a list of them).
  */
 (function (root) {
   "use strict";
-
-  const MAX_FIELD = 2147483647n;
 
   class CalcError extends Error {
     constructor(message, where) {
@@ -34,16 +33,26 @@
     return d;
   }
 
-  /* Python's repr() of the values a spec can hold, for messages that quote them. */
+  /* One of Python's limits (calc.MAX_FIELD, MIN_RATE, ...), as the build exported it. */
+  function limit(name) {
+    const limits = data().limits;
+    if (!limits || typeof limits[name] !== "number") {
+      throw new Error(`Calculator limit ${name} missing: _static/calc/presets.js is out of date; rebuild the book.`);
+    }
+    return limits[name];
+  }
+
+  const maxField = () => BigInt(limit("max_field"));
+
+  /* Python's repr() of the values a spec can hold, for messages that quote them. A whole number
+   * is an int (JSON's 32 and 32.0 are one number here, and a spec's numbers are ints). */
   function pyRepr(value) {
     if (value === null || value === undefined) return "None";
     if (value === true) return "True";
     if (value === false) return "False";
     if (typeof value === "bigint") return value.toString();
-    if (typeof value === "number") return pyFloat(value);
-    if (typeof value === "string") {
-      return value.includes("'") && !value.includes('"') ? `"${value}"` : `'${value.replace(/'/g, "\\'")}'`;
-    }
+    if (typeof value === "number") return Number.isInteger(value) ? BigInt(value).toString() : pyFloat(value);
+    if (typeof value === "string") return pyStr(value);
     if (Array.isArray(value)) return `[${value.map(pyRepr).join(", ")}]`;
     if (typeof value === "object") {
       return `{${Object.entries(value).map(([k, v]) => `${pyRepr(k)}: ${pyRepr(v)}`).join(", ")}}`;
@@ -51,26 +60,66 @@
     return String(value);
   }
 
+  /* Characters Python's repr() escapes (str.isprintable is false): controls, format characters,
+   * surrogates, private use, unassigned, and separators other than the space. */
+  const NOT_PRINTABLE = /^[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Zl}\p{Zp}\p{Zs}]$/u;
+
+  /* Python's repr() of a str: its quotes, backslash escapes, \xNN, \uNNNN and \UNNNNNNNN. */
+  function pyStr(s) {
+    const quote = s.includes("'") && !s.includes('"') ? '"' : "'";
+    const named = { "\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", [quote]: `\\${quote}` };
+    let out = "";
+    for (const ch of s) {
+      const code = ch.codePointAt(0);
+      if (named[ch]) out += named[ch];
+      else if (ch !== " " && NOT_PRINTABLE.test(ch)) {
+        const [prefix, width] = code < 0x100 ? ["x", 2] : code < 0x10000 ? ["u", 4] : ["U", 8];
+        out += `\\${prefix}${code.toString(16).padStart(width, "0")}`;
+      } else out += ch;
+    }
+    return quote + out + quote;
+  }
+
+  /* Python's repr() of a float: the same shortest digits as JavaScript, in Python's layout
+   * (exponent below 1e-4 and from 1e16, at least two exponent digits, 3.0 rather than 3). */
   function pyFloat(x) {
     if (Number.isNaN(x)) return "nan";
     if (!Number.isFinite(x)) return x > 0 ? "inf" : "-inf";
-    return Number.isInteger(x) && Math.abs(x) < 1e16 ? `${x}.0` : String(x);
+    if (x === 0) return Object.is(x, -0) ? "-0.0" : "0.0";
+    const [mantissa, e] = Math.abs(x).toExponential().split("e");
+    const digits = mantissa.replace(".", "");
+    const exp = Number(e);
+    let text;
+    if (exp < -4 || exp >= 16) {
+      const sign = exp < 0 ? "-" : "+";
+      text = `${digits[0]}${digits.length > 1 ? `.${digits.slice(1)}` : ""}e${sign}${String(Math.abs(exp)).padStart(2, "0")}`;
+    } else if (exp < 0) {
+      text = `0.${"0".repeat(-exp - 1)}${digits}`;
+    } else {
+      text = `${digits.slice(0, exp + 1).padEnd(exp + 1, "0")}.${digits.slice(exp + 1) || "0"}`;
+    }
+    return x < 0 ? `-${text}` : text;
+  }
+
+  /* A limit as Python's messages print it (calc._limit_text): 1,000,000, or a float's repr. */
+  function limitText(x) {
+    return Number.isInteger(x) && Math.abs(x) <= 2 ** 53 ? group(x) : pyFloat(x);
   }
 
   function isWhole(value) {
     return typeof value === "bigint" || (typeof value === "number" && Number.isInteger(value));
   }
 
-  /* _whole: value as a BigInt of at least `minimum`, or a CalcError naming `what`. */
-  function whole(value, what, where, minimum = 1n) {
+  /* _whole: value as a BigInt from `minimum` to `maximum` (max_field), or a CalcError naming `what`. */
+  function whole(value, what, where, minimum = 1n, maximum = maxField()) {
     if (!isWhole(value)) throw new CalcError(`${what} must be a whole number, got ${pyRepr(value)}.`, where);
     const v = BigInt(value);
     if (v < minimum) {
       const bound = minimum === 1n ? "positive" : `at least ${minimum}`;
       throw new CalcError(`${what} must be ${bound}, got ${v}.`, where);
     }
-    if (v > MAX_FIELD) {
-      throw new CalcError(`${what} is absurdly large: at most ${group(MAX_FIELD)}, got ${group(v)}.`, where);
+    if (v > maximum) {
+      throw new CalcError(`${what} is absurdly large: at most ${group(maximum)}, got ${group(v)}.`, where);
     }
     return v;
   }
@@ -96,6 +145,16 @@
     return floorDiv(padded - kernel, stride) + 1n;
   }
 
+  /* Python's sorted() of strings: by code point (JavaScript's sort() goes by UTF-16 unit). */
+  function pySorted(names) {
+    const points = (t) => Array.from(t, (ch) => ch.codePointAt(0));
+    return names.slice().sort((a, b) => {
+      const x = points(a), y = points(b);
+      for (let i = 0; i < Math.min(x.length, y.length); i += 1) if (x[i] !== y[i]) return x[i] - y[i];
+      return x.length - y.length;
+    });
+  }
+
   function checkFields(spec, name, index) {
     const where = { layer: index, field: "type" };
     if (spec === null || typeof spec !== "object" || Array.isArray(spec)) {
@@ -108,14 +167,20 @@
         `${data().layer_types.join(", ")}.`, where);
     }
     const { required, optional } = fields[kind];
-    const missing = required.filter((f) => !(f in spec)).sort();
+    const missing = pySorted(required.filter((f) => !(f in spec)));
     if (missing.length) {
       throw new CalcError(`${name}: a ${kind} layer needs ${missing.join(", ")}.`, { layer: index, field: missing[0] });
     }
     const known = new Set([...required, ...Object.keys(optional), "type", "name"]);
-    const unknown = Object.keys(spec).filter((f) => !known.has(f)).sort();
+    const unknown = pySorted(Object.keys(spec).filter((f) => !known.has(f)));
     if (unknown.length) {
       throw new CalcError(`${name}: unknown field(s) ${unknown.join(", ")} for a ${kind} layer.`, { layer: index, field: unknown[0] });
+    }
+    if (spec.name !== null && spec.name !== undefined && typeof spec.name !== "string") {
+      throw new CalcError(`${name}: name must be a string, got ${pyRepr(spec.name)}.`, { layer: index, field: "name" });
+    }
+    if ("bias" in spec && typeof spec.bias !== "boolean") {
+      throw new CalcError(`${name}: bias must be True or False, got ${pyRepr(spec.bias)}.`, { layer: index, field: "bias" });
     }
     return { ...optional, ...spec };
   }
@@ -139,7 +204,7 @@
 
   function dtypeSize(dtype) {
     const sizes = data().dtype_bytes;
-    if (!Object.prototype.hasOwnProperty.call(sizes, dtype)) {
+    if (typeof dtype !== "string" || !Object.prototype.hasOwnProperty.call(sizes, dtype)) {
       throw new CalcError(`Unknown dtype ${pyRepr(dtype)}; use one of ${Object.keys(sizes).join(", ")}.`, { field: "dtype" });
     }
     return BigInt(sizes[dtype]);
@@ -247,7 +312,7 @@
 
   function optimizerSlots(optimizer) {
     const slots = data().optimizer_slots;
-    if (!Object.prototype.hasOwnProperty.call(slots, optimizer)) {
+    if (typeof optimizer !== "string" || !Object.prototype.hasOwnProperty.call(slots, optimizer)) {
       throw new CalcError(`Unknown optimizer ${pyRepr(optimizer)}; use one of ${Object.keys(slots).join(", ")}.`, { field: "optimizer" });
     }
     return BigInt(slots[optimizer]);
@@ -270,32 +335,38 @@
   }
 
   function largestBatch(layers, ramBytes, { optimizer = "adam", dtype = "float32" } = {}) {
+    const ram = whole(ramBytes, "ram_bytes", { field: "ram_bytes" }, 1n, BigInt(limit("max_ram_bytes")));
     const one = trainingMemory(layers, { batchSize: 1n, optimizer, dtype });
     const fixed = one["weights"] + one["gradients"] + one["optimizer state"];
     const perImage = one["activations"] + one["input batch"];
-    const n = floorDiv(BigInt(ramBytes) - fixed, perImage);
+    const n = floorDiv(ram - fixed, perImage);
     return n > 0n ? n : 0n;
   }
 
-  /* Python's _between: a number from low to high, or its ValueError's message. */
-  function between(value, what, low, high, lowText, highText) {
-    if (typeof value !== "number" || !(low <= value && value <= high)) {
-      const shown = typeof value === "number" ? pyFloat(value) : pyRepr(value);
-      throw new CalcError(`${what} must be a number from ${lowText} to ${highText}, got ${shown}.`, { field: what });
+  /* Python's _between: a number (a BigInt too, as Python's int) from the limit named `low` to the
+   * one named `high`, as a double, or its ValueError's message. */
+  function between(value, what, low, high) {
+    const lo = limit(low), hi = limit(high);
+    const number = typeof value === "number" || typeof value === "bigint";
+    if (!number || !(lo <= value && value <= hi)) {
+      let shown = pyRepr(value);  // a number shows as the float it would be; a BigInt too large for one, as itself
+      if (number) shown = Number.isFinite(Number(value)) || typeof value === "number" ? pyFloat(Number(value)) : value.toString();
+      throw new CalcError(`${what} must be a number from ${limitText(lo)} to ${limitText(hi)}, got ${shown}.`, { field: what });
     }
-    return value;
+    return Number(value);
   }
 
-  /* Python's MIN_RATE, MAX_RATE and MIN_EFFICIENCY: with them no time reaches 1e300 seconds. */
-  const rate = (value, what) => between(value, what, 0.001, 1e6, "0.001", "1,000,000");
+  /* Python's MIN_RATE and MAX_RATE: with them no time reaches 1e300 seconds. */
+  const rate = (value, what) => between(value, what, "min_rate", "max_rate");
 
-  /* A machine's numbers, checked as Python's Machine checks them: the time widget's fields. */
+  /* A machine's numbers, checked and kept as Python's Machine keeps them: the time widget's fields. */
   function checkMachine(m) {
     const cores = whole(m.cores, "cores", { field: "cores" });
     const perCycle = whole(m.flops_per_cycle, "flops_per_cycle", { field: "flops_per_cycle" });
-    rate(m.clock_ghz, "clock_ghz");
-    if (m.bandwidth_gbs !== 0) rate(m.bandwidth_gbs, "bandwidth_gbs");
-    return { ...m, cores: Number(cores), flops_per_cycle: Number(perCycle) };
+    const clock = rate(m.clock_ghz, "clock_ghz");
+    const known = !(m.bandwidth_gbs === 0 || m.bandwidth_gbs === 0n);  // 0: not known, no memory bound
+    const bandwidth = known ? rate(m.bandwidth_gbs, "bandwidth_gbs") : 0;
+    return { ...m, cores: Number(cores), clock_ghz: clock, flops_per_cycle: Number(perCycle), bandwidth_gbs: bandwidth };
   }
 
   function peakFlops(m) {
@@ -306,7 +377,7 @@
     optimizer = "adam", dtype = "float32" } = {}) {
     const nImages = whole(images, "images", { field: "images" });
     const nEpochs = whole(epochs, "epochs", { field: "epochs" });
-    between(efficiency, "efficiency", 0.001, 1, "0.001", "1");
+    const share = between(efficiency, "efficiency", "min_efficiency", "max_efficiency");
     const batch = whole(batchSize, "batch_size", { field: "batch_size" });
     const slots = optimizerSlots(optimizer);
     const m = checkMachine(machine);
@@ -314,7 +385,7 @@
     const size = dtypeSize(dtype);
     const flops = nImages * nEpochs * 3n * summary.totals.flops;
     const peak = peakFlops(m);
-    const sustained = peak * efficiency;
+    const sustained = peak * share;
     const computeS = Number(flops) / sustained;
     const perImage = 4n * summary.totals.activations * size;
     const perBatch = summary.totals.params * size * (6n + 2n * slots);
@@ -325,6 +396,15 @@
       compute_seconds: computeS, traffic_bytes: traffic, memory_seconds: memoryS,
       seconds: Math.max(computeS, memoryS), bound: computeS >= memoryS ? "compute" : "memory",
     };
+  }
+
+  /* estimate_epoch_seconds: training images plus a forward pass over validation, at a FLOP/s. */
+  function estimateEpochSeconds(layers, images, flopsPerSecond, { validationImages = 0n } = {}) {
+    const nImages = whole(images, "images", { field: "images" });
+    const nValidation = whole(validationImages, "validation_images", { field: "validation_images" }, 0n);
+    const perSecond = between(flopsPerSecond, "flops_per_second", "min_flops_per_second", "max_flops_per_second");
+    const forward = analyze(layers).totals.flops;
+    return Number(nImages * 3n * forward + nValidation * forward) / perSecond;
   }
 
   /* 1234567 -> "1,234,567" (Python's f"{n:,}"), for BigInts and whole numbers. */
@@ -348,8 +428,11 @@
   }
 
   const api = {
-    CalcError, MAX_FIELD, layerRows, layerRowsPartial, totalsOf, analyze, trainingMemory,
-    largestBatch, estimateTraining, peakFlops, checkMachine, group, plain, pyRepr, whole,
+    CalcError, layerRows, layerRowsPartial, totalsOf, analyze, trainingMemory, largestBatch,
+    estimateTraining, estimateEpochSeconds, peakFlops, checkMachine, group, plain, pyRepr, pyFloat,
+    limitText, whole,
+    get MAX_FIELD() { return maxField(); },  // read when used: the limits may load after this file
+    get limits() { return { ...data().limits }; },
   };
   root.CnnbookCalc = api;
   if (typeof module === "object" && module.exports) module.exports = api;

@@ -416,7 +416,7 @@
           return;
         }
       }
-      const field = { batch_size: this.batch, dtype: this.dtype, optimizer: this.optimizer }[error.field] || this.batch;
+      const field = { batch_size: this.batch, dtype: this.dtype, optimizer: this.optimizer, ram_bytes: this.ram }[error.field] || this.batch;
       field.show(error.message);
     }
 
@@ -463,10 +463,12 @@
       let largest = null;
       const batch = parseWhole(this.batch.value, "batch_size");
       const ram = parseNumber(this.ram.value, "memory (GiB)");
+      const maxGib = this.d.limits.max_ram_gib;  // Python's calc.MAX_RAM_GIB
+      const ramOk = !ram.error && ram.value > 0 && ram.value <= maxGib;
       if (batch.error) this.batch.show(batch.error);
       if (ram.error) this.ram.show(ram.error);
-      else if (!(ram.value > 0 && ram.value <= 1e6)) {
-        this.ram.show(`memory (GiB) must be above 0 and at most 1,000,000, got ${this.ram.value.trim()}.`);
+      else if (!ramOk) {
+        this.ram.show(`memory (GiB) must be above 0 and at most ${CnnbookCalc.limitText(maxGib)}, got ${this.ram.value.trim()}.`);
       }
       if (ok && !batch.error) {
         try {
@@ -476,10 +478,15 @@
           this.mark(e);
         }
       }
-      if (ok && !ram.error && ram.value > 0 && ram.value <= 1e6) {
+      if (ok && ramOk) {
         const ramBytes = BigInt(Math.round(ram.value * 2 ** 30));
-        largest = CnnbookCalc.largestBatch(specs, ramBytes, { optimizer: this.optimizer.value, dtype });
         this.largest.dataset.ramBytes = String(ramBytes);
+        try {  // calc-core's own check, as Python's largest_batch (e.g. under one byte: 0)
+          largest = CnnbookCalc.largestBatch(specs, ramBytes, { optimizer: this.optimizer.value, dtype });
+        } catch (e) {
+          if (!(e instanceof CnnbookCalc.CalcError)) throw e;
+          this.mark(e);
+        }
       }
       let total = 0n;
       for (const part of MEMORY_PARTS) {
