@@ -485,8 +485,9 @@ def test_a_second_process_waits_for_the_first_and_loads_its_run(tiny, image_fold
 def test_cli_checks_settings_before_creating_anything(argv, message, image_folder, cache_dir,
                                                       capsys):
     assert main(_cli_args(image_folder, *argv)) == 2
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert err == f"error: {err[7:]}" and message in err and err.count("\n") == 1
+    assert out == ""  # refused before anything else is said or done
     assert not cache_dir.exists()
 
 

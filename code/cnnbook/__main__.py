@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         profile = train.get_profile(args.profile)
+        train.run_config(args.model, profile, data_source=args.data, epochs=args.epochs,
+                         train_per_class=args.train_per_class,
+                         test_per_class=args.test_per_class, seed=args.seed)  # checks them all
         source = data.resolve_source(args.data)
         print(f"{models.TITLES[args.model]}, profile {profile.name}")
         print(f"Data: {source.description}", flush=True)
