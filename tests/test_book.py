@@ -262,13 +262,27 @@ def test_a_chapter_runs_on_its_own_in_jupyter_with_the_same_cache(built_book, tm
     import json
 
     book, env, _ = built_book
+    import shlex
+
+    from sphinx.util.matching import Matcher
+
     before = run_dirs(Path(env["CNNBOOK_CACHE"]))
-    shutil.copy(book / "conv_only.md", tmp_path / "conv_only.md")
-    jupytext = str(Path(sys.executable).with_name("jupytext"))
-    result = subprocess.run([jupytext, "--to", "ipynb", "--execute", "conv_only.md"],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    (tmp_path / "book").mkdir()
+    shutil.copy(book / "conv_only.md", tmp_path / "book" / "conv_only.md")
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    command = next(line for line in readme.splitlines() if line.startswith("jupytext "))
+    argv = shlex.split(command.split("#")[0])  # the README's command, as a reader types it
+    assert argv[-1] == "book/conv_only.md"
+    argv[0] = str(Path(sys.executable).with_name("jupytext"))
+    result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    notebook = json.loads((tmp_path / "conv_only.ipynb").read_text())
+    # what it leaves beside the chapter is not part of the next build (no "multiple files found")
+    patterns = yaml.safe_load((book / "_config.yml").read_text())["exclude_patterns"]
+    assert sorted(p.name for p in (tmp_path / "book").iterdir()) == [
+        "conv_only.ipynb", "conv_only.md"]
+    assert Matcher(patterns)("conv_only.ipynb") and not Matcher(patterns)("conv_only.md")
+    notebook = json.loads((tmp_path / "book" / "conv_only.ipynb").read_text())
     outputs = [o for c in notebook["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
     assert not [o for o in outputs if o["output_type"] == "error" or o.get("name") == "stderr"]
     text = json.dumps(outputs)
