@@ -189,6 +189,7 @@ def tiny_book(tmp_path: Path, chapters: dict[str, str], extra_config: str = "") 
     book = tmp_path / "tiny"
     book.mkdir()
     shutil.copy(BOOK / "_config.yml", book / "_config.yml")
+    shutil.copy(BOOK / "references.bib", book / "references.bib")  # the config names it
     shutil.copytree(BOOK / "_ext", book / "_ext")
     shutil.copytree(BOOK / "_static", book / "_static")
     if extra_config:
