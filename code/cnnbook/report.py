@@ -111,17 +111,31 @@ def provenance(result: _train.RunResult):
     return frame.style.set_properties(**{"text-align": "left"})
 
 
+def _photo_figure(fig):
+    """A figure of photographs on a transparent background, so that a page in dark mode shows
+    the photographs on its own background: the labels (see :func:`_photo_title`) carry their own
+    light box. The site never inverts these colours (book/_static/figures.css)."""
+    fig.patch.set_alpha(0.0)
+    fig.tight_layout()
+    return fig
+
+
+def _photo_title(ax, text: str) -> None:
+    """A photograph's label: dark text on a small light box, readable on a light or dark page."""
+    ax.set_title(text, fontsize=10, color="black", pad=6,
+                 bbox={"boxstyle": "round,pad=0.25", "facecolor": "white", "edgecolor": "none"})
+
+
 def sample_grid(x: np.ndarray, y: np.ndarray, class_names, n: int = 25):
     """The first ``n`` images with their labels, in a square grid."""
     side = int(np.ceil(np.sqrt(n)))
-    fig, axes = plt.subplots(side, side, figsize=(1.6 * side, 1.75 * side))
+    fig, axes = plt.subplots(side, side, figsize=(1.6 * side, 1.8 * side))
     for i, ax in enumerate(axes.flat):
         ax.set_axis_off()
         if i < n:
             ax.imshow(x[i])
-            ax.set_title(class_names[int(y[i, 0])], fontsize=10)
-    fig.tight_layout()
-    return fig
+            _photo_title(ax, class_names[int(y[i, 0])])
+    return _photo_figure(fig)
 
 
 def class_counts(y_train: np.ndarray, y_test: np.ndarray, class_names) -> pd.DataFrame:
@@ -148,7 +162,7 @@ def training_curves(result: _train.RunResult, title: str | None = None):
         ax.grid(alpha=0.3)
         ax.legend()
         ax.set_xticks(epochs)
-    fig.suptitle(title or _caption(result))
+    fig.suptitle(title or _caption(result), fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -168,9 +182,7 @@ def compare_curves(results: dict[str, _train.RunResult]):
     for ax in (acc, loss):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    first = next(iter(results.values()))
-    fig.suptitle(f"profile {first.provenance['profile']}, {first.provenance['data_source']}",
-                 fontsize=9)
+    fig.suptitle(_provenance_line(list(results.values())), fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -215,15 +227,14 @@ def misclassified(x: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, class_n
     """The first ``n`` test images the model got wrong, with true and predicted labels."""
     wrong = np.flatnonzero(y_true.ravel() != y_pred)[:n]
     rows = max(1, int(np.ceil(len(wrong) / per_row)))
-    fig, axes = plt.subplots(rows, per_row, figsize=(2.1 * per_row, 2.5 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, per_row, figsize=(2.1 * per_row, 2.6 * rows), squeeze=False)
     for ax, i in zip(axes.flat, wrong):
         ax.imshow(x[i])
-        ax.set_title(f"true: {class_names[int(y_true[i, 0])]}\npredicted: "
-                     f"{class_names[int(y_pred[i])]}", fontsize=10)
+        _photo_title(ax, f"true: {class_names[int(y_true[i, 0])]}\npredicted: "
+                         f"{class_names[int(y_pred[i])]}")
     for ax in axes.flat:
         ax.set_axis_off()
-    fig.tight_layout()
-    return fig
+    return _photo_figure(fig)
 
 
 def most_confused(y_true: np.ndarray, y_pred: np.ndarray, class_names) -> tuple[str, str, int]:
@@ -236,9 +247,20 @@ def most_confused(y_true: np.ndarray, y_pred: np.ndarray, class_names) -> tuple[
 
 
 def _caption(result: _train.RunResult) -> str:
-    p = result.provenance
-    return (f"{_models.TITLES.get(result.model_name, result.model_name)} "
-            f"(profile {p['profile']}, {p['train_images']:,} training images)")
+    """The title of a figure drawn from one run: the model, then the run's provenance."""
+    return (f"{_models.TITLES.get(result.model_name, result.model_name)}\n"
+            f"{_provenance_line([result])}")
+
+
+def _provenance_line(results: list[_train.RunResult]) -> str:
+    """Where the runs of a figure came from, in two lines: profile, training images, seed and
+    whether this build trained them or loaded them from the run cache; then the data source."""
+    first = results[0].provenance
+    seeds = sorted({r.provenance.get("seed", r.config.get("seed")) for r in results})
+    how = sorted({"loaded from the run cache" if r.from_cache else "trained during this build"
+                  for r in results})
+    return (f"profile {first['profile']}, {first['train_images']:,} training images, "
+            f"seed {', '.join(map(str, seeds))}, {' / '.join(how)}\n{first['data_source']}")
 
 
 def alexnet_comparison() -> pd.DataFrame:
