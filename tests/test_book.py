@@ -289,3 +289,108 @@ def test_a_chapter_runs_on_its_own_in_jupyter_with_the_same_cache(built_book, tm
     text = json.dumps(outputs)
     assert "loaded from the run cache" in text and "1,191,502" in text
     assert run_dirs(Path(env["CNNBOOK_CACHE"])) == before  # the book's run, not a new one
+
+
+# --- figures (issue 13, item 9) ----------------------------------------------------------------
+
+# The figures each page draws, by the name a {numref} targets. The benchmark's build times are
+# drawn only when its results file holds them (not with --no-builds).
+FIGURES = {
+    "data": ["fig-data-samples"],
+    "conv_only": ["fig-conv-curves", "fig-conv-confusion", "fig-conv-misclassified"],
+    "max_pooling": ["fig-pool-curves", "fig-pool-confusion", "fig-pool-misclassified"],
+    "comparison": ["fig-comparison-curves"],
+    "assignment_results": ["fig-assignment-val-accuracy"],
+    "benchmarks": ["fig-bench-throughput", "fig-bench-epoch-seconds", "fig-bench-build-times"],
+}
+PHOTOS = {"fig-data-samples", "fig-conv-misclassified", "fig-pool-misclassified"}
+
+
+def test_figures_are_numbered_captioned_and_referenced(built_book):
+    """Every image a code cell draws is a <figure> with an id and a numbered caption; numbers are
+    unique in the book and follow the chapters; every {numref} in the text links to a figure
+    that exists and shows that figure's number; every figure is referenced from the text; each
+    says whether it holds a chart or photographs, which book/_static/figures.css styles for
+    dark mode."""
+    import json
+
+    book, _, _ = built_book
+    results = json.loads((book / "_static" / "bench" / "latest.json").read_text())
+    expected = dict(FIGURES)
+    if results.get("builds") is None:
+        expected["benchmarks"] = [f for f in FIGURES["benchmarks"] if f != "fig-bench-build-times"]
+    toc = yaml.safe_load((book / "_toc.yml").read_text())
+    numbered = [c["file"] for part in toc["parts"] if part.get("numbered")
+                for c in part["chapters"]]  # numbered across parts (use_multitoc_numbering)
+    chapters = {name: i for i, name in enumerate(numbered, start=1)}
+    numbers: dict[str, str] = {}  # "conv_only.html#fig-conv-curves": "Fig. 2.1"
+    links: list[tuple[str, str, str]] = []  # (page, href, the link's text)
+    for name in toc_files(book):
+        soup = page(book, name)
+        main = soup.select_one("main")
+        images = main.select("div.cell_output img")
+        assert all(img.find_parent("figure") for img in images), f"{name}: an image outside a figure"
+        figures = main.select("figure")
+        assert [f.get("id") for f in figures] == expected.get(name, []), name
+        for figure in figures:
+            assert len(figure.select("img")) == 1 and figure.find_parent("div", class_="cell_output")
+            kinds = {"cnnbook-plot", "cnnbook-photos"} & set(figure["class"])
+            assert kinds == {"cnnbook-photos" if figure["id"] in PHOTOS else "cnnbook-plot"}, (
+                f"{name}: {figure['id']} is styled as {kinds or 'neither'} in dark mode")
+            caption = figure.select_one("figcaption")
+            number = caption.select_one("span.caption-number").get_text(strip=True)
+            if name in chapters:  # a numbered chapter: its figures are Fig. <chapter>.<n>
+                assert re.fullmatch(rf"Fig\. {chapters[name]}\.\d+", number), (name, number)
+            else:  # the appendix
+                assert re.fullmatch(r"Fig\. \d+", number), (name, number)
+            assert len(caption.select_one("span.caption-text").get_text(" ", strip=True)) > 40
+            assert caption.select_one("a.headerlink[href='#" + figure["id"] + "']")
+            numbers[f"{name}.html#{figure['id']}"] = number
+        links += [(name, a["href"], a.get_text(strip=True))
+                  for a in main.select("a.reference.internal") if a.select_one("span.std-numref")]
+        assert not main.select("span.std-numref:not(a span)"), f"{name}: an unresolved {{numref}}"
+    assert sum(map(len, expected.values())) == len(numbers)
+    assert len(set(numbers.values())) == len(numbers), "two figures share a number"
+    referenced = set()
+    for name, href, text in links:
+        target = href if "#" in href and not href.startswith("#") else f"{name}.html{href}"
+        assert target in numbers, f"{name}: a {{numref}} to {href}, which is no figure"
+        assert text == numbers[target], (name, href, text)
+        referenced.add(target)
+    unreferenced = set(numbers) - referenced - {"benchmarks.html#fig-bench-build-times"}
+    assert not unreferenced, f"figures the text never refers to: {sorted(unreferenced)}"
+
+
+def test_figures_in_dark_mode_are_inverted_charts_and_untouched_photos(built_book):
+    """In dark mode a chart is inverted (no white box on the dark page) and photographs keep
+    their colours: the computed styles of a page with both kinds, in headless Chromium."""
+    from playwright.sync_api import sync_playwright
+
+    from conftest import CHROMIUM
+
+    book, _, _ = built_book
+    html = book / "_build" / "html"
+    for name in FIGURES:
+        links = [l["href"] for l in page(book, name).select("link[rel=stylesheet]")]
+        assert any(h.split("?")[0].endswith("_static/figures.css") for h in links), name
+    style = """(id) => { const s = getComputedStyle(document.querySelector(`#${id} img`));
+                         return [s.filter, s.backgroundColor]; }"""
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM)
+        try:
+            tab = browser.new_page()
+            tab.goto((html / "conv_only.html").as_uri())
+            seen = {}
+            for mode in ("light", "dark"):
+                tab.evaluate(f"document.documentElement.dataset.theme = '{mode}'")
+                seen[mode] = {i: tab.evaluate(style, i) for i in FIGURES["conv_only"]}
+        finally:
+            browser.close()
+    for figure in FIGURES["conv_only"]:
+        assert seen["light"][figure][0] == "none"
+        dark_filter, dark_background = seen["dark"][figure]
+        if figure in PHOTOS:
+            assert dark_filter == "none"  # never inverted, not dimmed
+        else:
+            assert dark_filter.startswith("invert(0.92)") and "hue-rotate(180deg)" in dark_filter
+        assert dark_background == "rgba(0, 0, 0, 0)"  # not the theme's light box
