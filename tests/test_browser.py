@@ -1,5 +1,7 @@
-"""The built site in a real browser: every page loads cleanly and offline, and the calculators
-(book/_static/calc) give exactly the Python calculators' numbers and messages.
+"""The built site in a real browser: every page loads cleanly and offline, passes axe-core's
+accessibility checks in light and dark mode, and the calculators (book/_ext/static/calc, placed
+by book/_ext/cnnbook_calc.py) give exactly the Python calculators' numbers and messages, show the
+build's numbers without JavaScript, and load on their own pages only.
 
 Headless Chromium (Debian's, which .ci/run installs, or $CHROMIUM) driven by Playwright,
 against the session's quick build (``built_book`` in conftest.py) served on 127.0.0.1.
@@ -81,9 +83,9 @@ class Visit:
     """A page opened in its own context, recording every console error, uncaught exception,
     failed request, error response and request that leaves 127.0.0.1."""
 
-    def __init__(self, browser, base, name, width=DESKTOP, scheme="light"):
+    def __init__(self, browser, base, name, width=DESKTOP, scheme="light", javascript=True):
         self.context = browser.new_context(viewport={"width": width, "height": 900},
-                                           color_scheme=scheme)
+                                           color_scheme=scheme, java_script_enabled=javascript)
         self.page = self.context.new_page()
         self.problems = []
         page = self.page
@@ -198,7 +200,7 @@ READ_TIME = """root => {
 
 def read_time(widget) -> dict:
     shown = widget.evaluate(READ_TIME)
-    shown.pop("headline")
+    shown.pop("headline", None)  # the big number above the table (the no-JavaScript table has none)
     floats = ("peak_flops", "sustained_flops", "compute_seconds", "memory_seconds", "seconds")
     return {k: (float(v) if k in floats else v) for k, v in shown.items()}
 
@@ -260,6 +262,7 @@ def test_widgets_render_on_their_pages_with_screenshots(site, visit, artifacts):
                 div = divs.nth(i)
                 assert div.get_attribute("data-state") == "ok", f"{name} widget {i}"
                 assert div.locator("input").count() > 0
+                assert div.locator(".cnnbook-calc__fallback").count() == 0  # the form replaced it
                 no_bad_numbers(div)
                 if attrs["widget"] == "model":
                     pressed = div.locator('button[aria-pressed="true"]')
@@ -322,7 +325,7 @@ def test_each_preset_gives_the_python_numbers(visit, preset):
 
 
 def test_exported_presets_are_the_python_presets(visit):
-    v = visit("intro.html")
+    v = visit("conv_only.html")
     data = v.page.evaluate("window.CNNBOOK_CALC")
     assert {k: p["layers"] for k, p in data["presets"].items()} == json.loads(json.dumps(PRESETS))
     assert {k: p["title"] for k, p in data["presets"].items()} == calc.PRESET_TITLES
@@ -541,7 +544,7 @@ def random_case(rng: random.Random) -> dict:
 def test_random_architectures_agree_with_python(visit):
     rng = random.Random(20260405)
     cases = [random_case(rng) for _ in range(200)]
-    v = visit("intro.html")
+    v = visit("conv_only.html")
     shown = v.page.evaluate(BROWSER_EVERYTHING, cases)
     for case, got in zip(cases, shown):
         assert got == python_everything(case), json.dumps(case)
@@ -774,7 +777,7 @@ BROWSER_REFUSALS = """cases => cases.map(([fn, args, kwargs]) => {
 
 def test_bad_inputs_are_refused_as_python_refuses_them(visit):
     """tests/test_calc.py's REFUSED, in one call: the same inputs refused, the same messages."""
-    v = visit("intro.html")
+    v = visit("conv_only.html")
     limits = v.page.evaluate("window.CnnbookCalc.limits")
     assert limits == {"max_field": calc.MAX_FIELD, "min_rate": calc.MIN_RATE,
                       "max_rate": calc.MAX_RATE, "min_efficiency": calc.MIN_EFFICIENCY,
@@ -788,3 +791,155 @@ def test_bad_inputs_are_refused_as_python_refuses_them(visit):
     assert dict(zip(python, shown)) == python
     assert python == {case[0]: case[4] for case in REFUSED}
     assert v.problems == []
+
+
+# --------------------------------------------------------------------------- accessibility
+AXE = Path(__file__).parent / "vendor" / "axe-core" / "axe.min.js"  # axe-core 4.14.1, MPL-2.0
+AXE_RUN = """() => axe.run(document).then((r) => r.violations
+  .filter((v) => v.impact === "serious" || v.impact === "critical")
+  .map((v) => ({ id: v.id, impact: v.impact, help: v.help,
+                 nodes: v.nodes.map((n) => `${n.target.join(" ")}: ${n.failureSummary}`) })))"""
+
+
+def test_every_page_passes_axe_in_light_and_dark_mode(site, visit):
+    """axe-core's checks (WCAG 2 A/AA and best practices) on every page, the theme included:
+    no serious or critical violation, in either colour mode."""
+    root, _ = site
+    script = AXE.read_text(encoding="utf-8")
+    found = {}
+    for scheme in ("light", "dark"):
+        for name in pages(root):
+            v = visit(name, scheme=scheme)
+            assert v.page.evaluate("document.documentElement.dataset.theme") == scheme
+            v.page.add_script_tag(content=script)
+            violations = v.page.evaluate(AXE_RUN)
+            if violations:
+                found[f"{name} ({scheme})"] = violations
+            assert v.problems == [], f"{name}: {v.problems}"
+            v.close()
+    report_lines = [f"{page}: {x['impact']} {x['id']} ({x['help']}): {len(x['nodes'])} nodes, "
+                    f"e.g. {x['nodes'][0]}" for page, found_here in found.items() for x in found_here]
+    assert not found, "\n".join(report_lines)
+
+
+def python_fallback_model(layers) -> dict:
+    """The model widget's preset as the no-JavaScript tables carry it (data-value strings)."""
+    want = python_model(layers)
+    memory = {**want["memory"], "largest": want["largest"]}
+    return {"rows": want["rows"], "totals": want["totals"], "memory": memory}
+
+
+READ_FALLBACK_MODEL = """root => {
+  const v = (n) => n.dataset.value;
+  const rows = [...root.querySelectorAll('.cnnbook-calc__fallback-perlayer tbody tr')].map((tr) => ({
+    output: v(tr.querySelector('[data-col="output"]')),
+    params: v(tr.querySelector('[data-col="params"]')),
+    activations: v(tr.querySelector('[data-col="activations"]')),
+    macs: v(tr.querySelector('[data-col="macs"]')),
+  }));
+  const totals = {};
+  root.querySelectorAll('[data-total]').forEach((n) => { totals[n.dataset.total] = v(n); });
+  totals.output = root.querySelector('.cnnbook-calc__fallback-perlayer tfoot [data-col="output"]').textContent;
+  const memory = {};
+  root.querySelectorAll('[data-memory]').forEach((n) => { memory[n.dataset.memory] = v(n); });
+  return { rows, totals, memory };
+}"""
+
+# The texts both show, keyed alike: the per-layer cells, totals, memory, estimate.
+SHOWN_TEXTS = """root => {
+  const out = {};
+  root.querySelectorAll('.cnnbook-calc__perlayer tbody tr, .cnnbook-calc__fallback-perlayer tbody tr')
+    .forEach((tr) => tr.querySelectorAll('td[data-col]').forEach((td) => {
+      out[`row ${tr.dataset.layerIndex} ${td.dataset.col}`] = td.textContent;
+    }));
+  const keyed = { total: 'total', memory: 'memory', result: 'result', assignment: 'assignment' };
+  for (const [attr, prefix] of Object.entries(keyed)) {
+    root.querySelectorAll(`[data-${attr}]`).forEach((n) => {
+      if (n.closest('tfoot') || n.dataset[attr] === 'headline') return;
+      out[`${prefix} ${n.dataset[attr]}`] = n.textContent;
+    });
+  }
+  root.querySelectorAll('[data-largest-batch]').forEach((n) => { out['memory largest'] = n.textContent; });
+  return out;
+}"""
+
+
+def test_calculators_show_their_preset_without_javascript(site, visit):
+    """JavaScript off: each calculator place shows its preset as tables, Python's numbers; with
+    JavaScript on, the widget shows the same texts for them."""
+    root, _ = site
+    machines = calc.MACHINES
+    method1 = report.ASSIGNMENT_ALEXNET["method1"]
+    for name, widgets in widget_pages(root).items():
+        off = visit(name, javascript=False)
+        on = visit(name)
+        for i, attrs in enumerate(widgets):
+            div = off.page.locator("div.cnnbook-calc").nth(i)
+            fallback = div.locator(".cnnbook-calc__fallback")
+            assert fallback.is_visible() and div.bounding_box()["height"] > 200, f"{name} {i}"
+            layers = PRESETS[attrs["preset"]]
+            assert calc.PRESET_TITLES[attrs["preset"]] in fallback.locator(".cnnbook-calc__title").inner_text()
+            if attrs["widget"] == "model":
+                assert div.evaluate(READ_FALLBACK_MODEL) == python_fallback_model(layers), name
+                params = calc.analyze(layers).totals["params"]
+                assert f"{params:,}" in fallback.locator('[data-total="params"]').inner_text()
+            else:
+                shown = read_time(div)
+                want = python_estimate(layers, machines[attrs["machine"]], images=method1["images"],
+                                       epochs=method1["epochs"], efficiency=0.5, batch_size=32)
+                assert shown == want, name
+                assert div.locator('[data-key="machine"]').inner_text() == machines[attrs["machine"]].name
+            widget = on.page.locator("div.cnnbook-calc").nth(i)
+            assert widget.get_attribute("data-state") == "ok"
+            texts_off, texts_on = div.evaluate(SHOWN_TEXTS), widget.evaluate(SHOWN_TEXTS)
+            assert len(texts_off) > 10 and texts_off == texts_on, (name, i)
+        assert off.problems == [] and on.problems == [], name
+        off.close()
+        on.close()
+
+
+def test_skip_link_moves_focus_past_each_calculator(site, visit):
+    root, _ = site
+    for name, widgets in widget_pages(root).items():
+        v = visit(name)
+        page = v.page
+        places = page.locator(".cnnbook-calc-place")
+        assert places.count() == len(widgets)
+        for i in range(len(widgets)):
+            place = places.nth(i)
+            skip = place.locator("a.cnnbook-calc__skip")
+            # the first stop in the place, before the calculator's own controls
+            assert place.evaluate("""p => p.querySelector(
+                'a[href], button, input, select, [tabindex]:not([tabindex="-1"])')
+                === p.querySelector('a.cnnbook-calc__skip')""")
+            skip.focus()
+            assert skip.is_visible()
+            box = skip.bounding_box()
+            assert box["width"] > 50 and box["height"] > 15  # shown while focused
+            page.keyboard.press("Enter")
+            focused = page.evaluate("document.activeElement.className")
+            assert focused == "cnnbook-calc__after", f"{name}: focus on {focused!r}"
+            page.keyboard.press("Tab")  # the next stop is after the calculator
+            after = page.evaluate("""p => {
+              const a = document.activeElement;
+              return !p.contains(a) && Boolean(p.compareDocumentPosition(a) & Node.DOCUMENT_POSITION_FOLLOWING);
+            }""", place.element_handle())
+            assert after, f"{name}: Tab after the skip link lands inside or before the calculator"
+        assert v.problems == [], name
+        v.close()
+
+
+def test_pages_without_a_calculator_load_no_calculator_files(site):
+    root, _ = site
+    with_widgets = widget_pages(root)
+    calc_files = {"_static/calc/presets.js", "_static/calc/calc-core.js",
+                  "_static/calc/calc-widget.js", "_static/calc/calc.css"}
+    for name in pages(root):
+        soup = BeautifulSoup((root / name).read_text(), "html.parser")
+        loaded = {re.sub(r"\?.*", "", tag.get("src") or tag.get("href") or "")
+                  for tag in soup.select("script[src], link[rel=stylesheet]")}
+        found = {f for f in loaded if "/calc/" in f or f.startswith("_static/calc")}
+        if name in with_widgets:
+            assert found == calc_files, name
+        else:
+            assert found == set(), f"{name} loads {found}"

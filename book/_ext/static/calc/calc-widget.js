@@ -6,6 +6,10 @@
  *   <div class="cnnbook-calc" data-widget="model" data-preset="alexnet"></div>
  *   <div class="cnnbook-calc" data-widget="time" data-preset="alexnet" data-machine="i3-540"></div>
  *
+ * book/_ext/cnnbook_calc.py's {cnnbook-calculator} directive writes these divs, with the preset's
+ * numbers as plain tables inside (div.cnnbook-calc__fallback, for readers without JavaScript),
+ * which a widget removes when it starts.
+ *
  * Bad input never reaches a result: each message appears next to its field (aria-invalid and
  * aria-describedby tie them together) and the results it would change show a dash.
  */
@@ -629,6 +633,9 @@
     document.querySelectorAll("div.cnnbook-calc").forEach((root) => {
       if (root.dataset.ready) return;
       root.dataset.ready = "1";
+      // The build's tables of the preset (for readers without JavaScript) give way to the form.
+      const fallback = root.querySelector(".cnnbook-calc__fallback");
+      if (fallback) fallback.remove();
       try {
         const d = window.CNNBOOK_CALC;
         if (!d || !window.CnnbookCalc) throw new Error("its data (_static/calc/presets.js) did not load");
@@ -638,6 +645,7 @@
         else throw new Error(`unknown data-widget "${kind}"; use "model" or "time"`);
       } catch (e) {
         root.replaceChildren(h("p", { class: "cnnbook-calc__msg", role: "alert", text: `This calculator could not start: ${e.message}.` }));
+        if (fallback) root.append(fallback);  // the build's numbers, at least
         root.dataset.state = "broken";
       }
     });
