@@ -11,6 +11,7 @@ import base64
 import functools
 import http.server
 import json
+import os
 import re
 import subprocess
 import sys
@@ -19,12 +20,13 @@ import tomllib
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import jupytext
 import nbformat
 import pytest
 import yaml
 from bs4 import BeautifulSoup
 
-from conftest import BOOK, CHROMIUM
+from conftest import BOOK, CHROMIUM, build
 
 ROOT = BOOK.parent
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -35,6 +37,10 @@ OWNER, NAME = urlsplit(REPO_URL).path.strip("/").split("/")
 
 sys.path.insert(0, str(BOOK / "_ext"))  # the book's extensions, as Jupyter Book loads them
 import cnnbook_publish as publish  # noqa: E402
+
+# What the session's build names: GitHub's context when the tests run in Actions, else the config
+BUILT_URL, BUILT_BRANCH, FROM_GITHUB = publish.repository(REPO_URL, BRANCH)
+BUILT_OWNER, BUILT_NAME = publish.repository_parts(BUILT_URL)
 
 
 def workflow(name: str) -> dict:
@@ -147,17 +153,118 @@ def test_publish_keeps_what_a_failed_or_timed_out_build_trained():
 
 # --- notebooks for Colab, Binder and the download button -------------------------------------
 
+def launch_notebooks() -> dict[str, nbformat.NotebookNode]:
+    names = [name for name in chapters() if publish.is_notebook(BOOK / f"{name}.md")]
+    return {name: nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+            for name in names}
+
+
 def test_committed_launch_notebooks_are_current():
+    """Each notebook is what its chapter gives with the build values stored in it: a chapter
+    edited since (new text, a new glued value, another cell) makes it stale."""
     folder = ROOT / "notebooks"
     names = [name for name in chapters() if publish.is_notebook(BOOK / f"{name}.md")]
     assert "references" in chapters() and "references" not in names  # a page, not a notebook
     assert len(names) == len(chapters()) - 1
     assert sorted(p.stem for p in folder.glob("*.ipynb")) == sorted(names)
+    stale = ("run `jupyter-book build book/` (which writes them with the build's values) and "
+             "commit notebooks/")
     for name in names:
-        expected = publish.chapter_notebook(BOOK / f"{name}.md", REPO_URL, BRANCH)
+        stored = publish.stored_build(folder / f"{name}.ipynb")
+        try:
+            expected = publish.chapter_notebook(BOOK / f"{name}.md", REPO_URL, BRANCH, stored)
+        except publish.NoPlainForm as exc:
+            pytest.fail(f"notebooks/{name}.ipynb is stale ({exc}): {stale}")
         assert (folder / f"{name}.ipynb").read_text() == expected, (
-            f"notebooks/{name}.ipynb is stale: run `jupyter-book build book/` (or "
-            f"`python book/_ext/cnnbook_publish.py`) and commit notebooks/")
+            f"notebooks/{name}.ipynb is stale: {stale}")
+        if stored.get("glue"):  # the values say where they come from
+            assert stored["profile"] in ("quick", "full")
+            assert re.fullmatch(r"\d{4}-\d\d-\d\d", stored["executed"])
+
+
+# The raw shapes of MyST-only syntax, written here independently of the publisher's own check.
+MYST_ONLY = {
+    "role": re.compile(r"\{[\w:+-]+\}`"),
+    "label": re.compile(r"^\s*\(\S+\)=\s*$", re.M),
+    "directive": re.compile(r"^\s*(```+|~~~+|:::+)\s*\{", re.M),
+    "colon fence": re.compile(r"^\s*:::", re.M),
+    "substitution": re.compile(r"\{\{"),
+}
+
+
+def test_launch_notebooks_hold_no_myst_only_syntax():
+    # the check finds every kind in a sample, and the chapters do use MyST: it has work to do
+    sample = ("(a-label)=\n# T\n\nSee {ref}`a-label`, {glue:text}`x:,`.\n\n:::{note}\nA.\n:::\n\n"
+              "```{raw} html\n<div></div>\n```\n\n% a comment\n\n{{ sub }}\n")
+    found = publish.myst_constructs(sample)
+    for kind in ("label", "role {ref}", "role {glue:text}", "directive {note}", "directive {raw}",
+                 "myst_line_comment"):
+        assert kind in found, (kind, found)
+    assert [k for k, shape in MYST_ONLY.items() if shape.search(sample)] == list(MYST_ONLY)
+    assert publish.myst_constructs("# Plain\n\nA `{code}` span, $x^2$, a | table |.\n") == []
+    chapter = "\n".join(c.source for c in jupytext.read(BOOK / "conv_only.md").cells
+                        if c.cell_type == "markdown")
+    assert "label" in publish.myst_constructs(chapter)
+    assert "role {glue:text}" in publish.myst_constructs(chapter)
+
+    for name, notebook in launch_notebooks().items():
+        for cell in notebook.cells:
+            if cell.cell_type == "markdown":
+                assert publish.myst_constructs(cell.source) == [], (name, cell.source[:500])
+                assert not [k for k, shape in MYST_ONLY.items() if shape.search(cell.source)], (
+                    name, cell.source[:500])
+            else:
+                assert not cell.get("outputs")
+
+
+def test_launch_notebooks_write_in_the_builds_values_and_link_the_site():
+    notebooks = launch_notebooks()
+    site = publish.site_url(REPO_URL)
+    text = {name: "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+            for name, nb in notebooks.items()}
+    # {glue:text}`model_params:,`: the count with its thousands separator, as the book shows it
+    assert "1,191,502" in text["conv_only"]
+    assert notebooks["conv_only"].metadata["cnnbook"]["glue"]["model_params"] == {
+        "text/plain": "1191502"}
+    # a citation: (author, year) linking to the references page
+    assert f"([Kingma and Ba, 2015]({site}references.html))" in text["conv_only"]
+    # a calculator: a link to its section on the chapter's page
+    assert f"]({site}conv_only.html#try-it-change-a-layer)" in text["conv_only"]
+    assert f"]({site}i3_time.html#try-it-in-your-browser)" in text["i3_time"]
+    # a file of the book: its address on the site
+    assert f"]({site}_static/bench/latest.json)" in text["benchmarks"]
+    # where the values come from, in a note under the profile cell
+    note = notebooks["conv_only"].cells[2]
+    stored = notebooks["conv_only"].metadata["cnnbook"]
+    assert "cnnbook-values" in note.metadata["tags"]
+    assert f"with the **{stored['profile']}** profile, executed {stored['executed']}" in note.source
+
+
+def test_profile_cell_picks_quick_unless_told_and_gives_the_benchmarks_times():
+    notebook = launch_notebooks()["conv_only"]
+    cell = notebook.cells[1]
+    assert cell.cell_type == "code" and "cnnbook-profile" in cell.metadata["tags"]
+    code = compile(cell.source, "profile-cell", "exec")
+    for before, after in ((None, "quick"), ("full", "full"), ("quick", "quick")):
+        environ = {} if before is None else {"CNNBOOK_PROFILE": before}
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("os.environ", environ)
+            exec(code, {"print": lambda *a: None})
+        assert environ["CNNBOOK_PROFILE"] == after
+    switch = [line for line in cell.source.splitlines() if "full" in line and "environ" in line]
+    assert switch == [
+        '# os.environ["CNNBOOK_PROFILE"] = "full"  # uncomment for the assignment\'s setup']
+    # the full CPU time is the benchmark's own: 15 of its measured full-profile epochs
+    results = json.loads((BOOK / "_static" / "bench" / "latest.json").read_text())
+    epoch = results["training"]["models"]["conv"]["epoch_seconds"]["measured_book_f32"]
+    assert f"#   full: about {15 * epoch / 3600:.1f} hours on a CPU like that one" in cell.source
+    assert results["machine"]["cpu"] in cell.source and results["date"][:10] in cell.source
+    # chapters that train nothing say so; those that train both models count both
+    notebooks = launch_notebooks()
+    assert "trains no model" in notebooks["alexnet"].cells[1].source
+    assert publish.trained_models(notebooks["comparison"]) == ["conv", "pool"]
+    assert publish.trained_models(notebooks["i3_time"]) == ["conv", "pool"]
+    assert publish.trained_models(notebooks["conv_only"]) == ["conv"]
 
 
 def test_install_cell_installs_the_package_with_its_ranges_from_this_repository():
@@ -185,24 +292,117 @@ def test_install_cell_installs_the_package_with_its_ranges_from_this_repository(
     assert "import cnnbook" in "\n".join(c.source for c in body)
 
 
+def test_binder_installs_the_runtime_pins_and_the_package_only():
+    binder = [line.split("#")[0].strip()
+              for line in (ROOT / ".binder" / "requirements.txt").read_text().splitlines()]
+    binder = [line for line in binder if line]
+    pins = dict(line.split("==") for line in
+                (line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text()
+                 .splitlines()) if "==" in line)
+    names = {line.split("==")[0] for line in binder if "==" in line}
+    assert names == {"tensorflow-cpu", "keras", "numpy", "pandas", "pillow", "matplotlib",
+                     "filelock", "myst-nb"}
+    for line in binder:
+        if "==" in line:
+            name, version = line.split("==")
+            assert pins[name] == version, line  # the book's own pins
+    assert binder[-1] == "-e ./code" and not [line for line in binder if line.startswith("-r")]
+    for tool in ("pytest", "playwright", "zizmor", "jupyter-book", "check-jsonschema"):
+        assert tool not in names
+
+
 @pytest.mark.book
-def test_a_launch_notebook_runs_top_to_bottom_where_the_package_is_installed(built_book, tmp_path):
-    """What Binder does, and Colab after the install cell: run notebooks/data.ipynb as it is."""
+def test_a_launch_notebook_runs_top_to_bottom_with_the_quick_profile_by_default(built_book):
+    """What Binder does, and Colab after the install cell: run notebooks/conv_only.ipynb as it
+    is, with no profile set. It trains, so the default matters: quick loads the session build's
+    quick run from the run cache (a full one would train for hours)."""
+    from nbclient import NotebookClient
+
     _, env, _ = built_book
-    result = subprocess.run([str(BIN / "jupyter"), "nbconvert", "--to", "notebook", "--execute",
-                             str(ROOT / "notebooks" / "data.ipynb"), "--output-dir", str(tmp_path)],
-                            env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    notebook = nbformat.read(tmp_path / "data.ipynb", as_version=4)
+    env = {k: v for k, v in env.items() if k not in ("CNNBOOK_PROFILE", "CNNBOOK_MARKDOWN")}
+    notebook = nbformat.read(ROOT / "notebooks" / "conv_only.ipynb", as_version=4)
+    with pytest.MonkeyPatch.context() as patch:  # the kernel inherits this process's environment
+        for name in ("CNNBOOK_PROFILE", "CNNBOOK_MARKDOWN"):
+            patch.delenv(name, raising=False)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        NotebookClient(notebook, timeout=600, kernel_name="python3",
+                       resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
     assert notebook.cells[0].outputs == []  # the package is there: the install cell did nothing
+    assert notebook.cells[1].outputs[0]["text"] == "profile: quick\n"
     outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
     assert outputs and not [o for o in outputs if o.output_type == "error"
                             or o.get("name") == "stderr"]
+    shown = json.dumps([o.get("data", {}) for o in outputs])
+    # the note renders in plain Jupyter: a block quote, not a MyST admonition
+    assert "> **Quick preview.** These cells run with the **quick** profile" in shown
+    assert ":::" not in shown
+    assert "loaded from the run cache" in shown and "trained during this build" not in shown
 
 
 def test_a_repository_url_that_is_not_on_github_is_refused_with_the_fix():
     with pytest.raises(ValueError, match=r"repository.url in book/_config.yml.*OWNER/NAME"):
         publish.repository_parts("https://gitlab.com/someone")
+
+
+# --- the repository and the site's address ------------------------------------------------------
+
+def test_the_repository_comes_from_githubs_context_in_actions_and_from_the_config_elsewhere():
+    config = ("https://github.com/cnnbook/cifar10-cnn-book", "main")
+    assert publish.repository(*config, environ={}) == (*config, False)
+    actions = {"GITHUB_ACTIONS": "true", "GITHUB_SERVER_URL": "https://github.com",
+               "GITHUB_REPOSITORY": "a-student/cnn-course", "GITHUB_REF": "refs/heads/trunk",
+               "GITHUB_REF_NAME": "trunk"}
+    assert publish.repository(*config, environ=actions) == (
+        "https://github.com/a-student/cnn-course", "trunk", True)
+    # a pull request's merge ref or a tag is no branch to open notebooks from
+    for ref, name in (("refs/pull/7/merge", "7/merge"), ("refs/tags/v1", "v1")):
+        assert publish.repository(*config, environ={**actions, "GITHUB_REF": ref,
+                                                    "GITHUB_REF_NAME": name}) == (
+            "https://github.com/a-student/cnn-course", "main", True)
+    # not Actions, or another GitHub server (Enterprise): the configuration
+    assert publish.repository(*config, environ={**actions, "GITHUB_ACTIONS": ""}) == (
+        *config, False)
+    assert publish.repository(*config, environ={**actions, "GITHUB_SERVER_URL":
+                                                "https://git.example.org"}) == (*config, False)
+    assert publish.site_url("https://github.com/a-student/cnn-course") == (
+        "https://a-student.github.io/cnn-course/")
+    assert publish.site_url("https://github.com/A-Student/a-student.github.io") == (
+        "https://a-student.github.io/")
+
+
+def test_a_fork_built_in_actions_publishes_its_own_addresses_and_plain_notebooks(tmp_path):
+    """A tiny book built as GitHub Actions would build a fork: buttons, launch links, link
+    previews and the notebooks' install cell name the fork, with no edit to _config.yml; the
+    notebook has the glued value written in and its note as a block quote."""
+    from test_book import cell, tiny_book
+
+    body = ("(tiny-part)=\n## A part\n\n:::{note}\nThe answer is {glue:text}`answer:,`, "
+            "see {ref}`tiny-part`.\n:::\n\n"
+            + cell("from myst_nb import glue\nglue('answer', 1234567, display=False)"))
+    book = tiny_book(tmp_path, {"index": body})
+    env = dict(os.environ, GITHUB_ACTIONS="true", GITHUB_SERVER_URL="https://github.com",
+               GITHUB_REPOSITORY="a-student/cnn-course", GITHUB_REF="refs/heads/trunk",
+               GITHUB_REF_NAME="trunk")
+    result = build(book, env)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    soup = BeautifulSoup((book / "_build" / "html" / "index.html").read_text(), "html.parser")
+    buttons = links(soup)
+    assert buttons["Repository"] == "https://github.com/a-student/cnn-course"
+    assert buttons["Colab"] == ("https://colab.research.google.com/github/a-student/cnn-course"
+                                "/blob/trunk/notebooks/index.ipynb")
+    assert buttons["Binder"].startswith("https://mybinder.org/v2/gh/a-student/cnn-course/trunk?")
+    assert soup.select_one('meta[property="og:url"]')["content"] == (
+        "https://a-student.github.io/cnn-course/index.html")
+    assert not soup.select(".cnnbook-address")  # the published build: no "local build" line
+    notebook = nbformat.read(tmp_path / "notebooks" / "index.ipynb", as_version=4)
+    assert "git+https://github.com/a-student/cnn-course@trunk#subdirectory=code" in (
+        notebook.cells[0].source)
+    text = "\n".join(c.source for c in notebook.cells if c.cell_type == "markdown")
+    assert "> **Note.**" in text and "The answer is 1,234,567, see [" in text
+    assert "](https://a-student.github.io/cnn-course/index.html#" in text
+    assert not publish.myst_constructs(text)
+    assert notebook.metadata["cnnbook"]["glue"] == {"answer": {"text/plain": "1234567"}}
 
 
 # --- the built site in Chromium ---------------------------------------------------------------
@@ -257,16 +457,17 @@ def test_buttons_point_at_the_repository_colab_binder_and_downloads(site, browse
     buttons = links(soup)
     assert set(buttons) == {"Repository", "Suggest edit", "Open issue", "Colab", "Binder",
                             ".ipynb", ".md"}, buttons
-    assert buttons["Repository"] == REPO_URL
-    assert buttons["Open issue"].startswith(f"{REPO_URL}/issues/new")
-    assert buttons["Suggest edit"] == f"{REPO_URL}/edit/{BRANCH}/book/conv_only.md"
+    assert buttons["Repository"] == BUILT_URL
+    assert buttons["Open issue"].startswith(f"{BUILT_URL}/issues/new")
+    assert buttons["Suggest edit"] == f"{BUILT_URL}/edit/{BUILT_BRANCH}/book/conv_only.md"
 
     notebook = "notebooks/conv_only.ipynb"
-    assert buttons["Colab"] == (f"https://colab.research.google.com/github/{OWNER}/{NAME}"
-                                      f"/blob/{BRANCH}/{notebook}")
+    assert buttons["Colab"] == (f"https://colab.research.google.com/github/{BUILT_OWNER}/"
+                                f"{BUILT_NAME}/blob/{BUILT_BRANCH}/{notebook}")
     assert (ROOT / notebook).is_file()  # the Colab link's path exists in this repository
     binder = buttons["Binder"]
-    assert binder == f"https://mybinder.org/v2/gh/{OWNER}/{NAME}/{BRANCH}?urlpath=lab/tree/{notebook}"
+    assert binder == (f"https://mybinder.org/v2/gh/{BUILT_OWNER}/{BUILT_NAME}/{BUILT_BRANCH}"
+                      f"?urlpath=lab/tree/{notebook}")
     assert nbformat.reads((book.parent / notebook).read_text(), as_version=4).cells  # built too
 
     # the download buttons return the files: the executed notebook and the MyST source
@@ -297,13 +498,23 @@ def test_site_has_logo_favicon_link_preview_numbering_and_built_with_line(site, 
     assert soup.select_one('meta[property="og:description"]')["content"] == description
     assert "convolution" in description.lower() and 40 < len(description) <= 205
     assert soup.select_one('meta[property="og:site_name"]')["content"] == CONFIG["title"]
-    assert soup.select_one('meta[property="og:url"]')["content"] == (
-        f"https://{OWNER}.github.io/{NAME}/conv_only.html")
+    site = publish.site_url(BUILT_URL)
+    assert soup.select_one('meta[property="og:url"]')["content"] == f"{site}conv_only.html"
     nav = [a.get_text(" ", strip=True) for a in soup.select("nav.bd-links a")]
     assert any(re.match(r"^2\. ", text) for text in nav), nav  # chapters are numbered
     footer = soup.select_one(".cnnbook-built-with").get_text(" ", strip=True)
     assert re.fullmatch(r"Last built \d{4}-\d\d-\d\d with profile quick on .+, \d+ cores, .+\.",
                         footer), footer
+    # a local build says so, and where the site will be once published; the one in Actions
+    # (GitHub's context) is the published one
+    address = soup.select_one(".cnnbook-address")
+    if FROM_GITHUB:
+        assert address is None
+    else:
+        assert address.get_text(" ", strip=True) == (
+            f"A local build. Published with GitHub Pages from {BUILT_URL.removeprefix('https://')} "
+            f"( repository.url in book/_config.yml ), the book will be at {site}.")
+        assert address.select_one("a")["href"] == BUILT_URL
     assert not errors, errors
     page.close()
 

@@ -79,15 +79,30 @@ def show_source(obj) -> Markdown:
 
 
 def preview_note(profile: _train.Profile | str | None = None) -> Markdown:
-    """A visible admonition saying which profile produced the page's numbers."""
+    """A visible note saying which profile produced the page's numbers.
+
+    In the book's build, whose outputs MyST renders (the build sets ``$CNNBOOK_MARKDOWN`` to
+    ``myst``: book/_ext/cnnbook_publish.py), an admonition; anywhere else (Jupyter, Colab,
+    Binder), where an admonition would show as literal text, a plain Markdown block quote."""
+    import os
+
     prof = _train.get_profile(profile)
+    book = os.environ.get("CNNBOOK_MARKDOWN") == "myst"
+    where = "This page was built" if book else "These cells run"
     if prof.name == "full":
-        return Markdown(f":::{{note}}\nThis page was built with the **full** profile: "
-                        f"{prof.description}.\n:::")
-    return Markdown(f":::{{warning}}\n**Quick preview.** This page was built with the "
-                    f"**{prof.name}** profile ({prof.description}). Its numbers show that the code "
-                    "runs; they are not the assignment's results. Build with "
-                    "`CNNBOOK_PROFILE=full` for those.\n:::")
+        kind, title = "note", "Full profile."
+        text = f"{where} with the **full** profile: {prof.description}."
+    else:
+        kind, title = "warning", "Quick preview."
+        text = (f"{where} with the **{prof.name}** profile ({prof.description}). "
+                f"{'Its' if book else 'Their'} numbers show that the code runs; they are not "
+                "the assignment's results. "
+                + ("Build with `CNNBOOK_PROFILE=full` for those." if book else
+                   "Set `CNNBOOK_PROFILE` to `full` (the notebook's profile cell) for those."))
+    if book:
+        lead = f"**{title}** " if kind == "warning" else ""
+        return Markdown(f":::{{{kind}}}\n{lead}{text}\n:::")
+    return Markdown(f"> **{title}** {text}")
 
 
 def provenance(result: _train.RunResult):
