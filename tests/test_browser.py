@@ -93,7 +93,8 @@ class Visit:
             f"console {m.type}: {m.text} ({m.location.get('url') or 'no address'})")
                 if m.type in ("error", "warning") else None)
         page.on("pageerror", lambda e: self.problems.append(f"uncaught: {e}"))
-        page.on("requestfailed", lambda r: self.problems.append(f"failed: {r.url}"))
+        page.on("requestfailed", lambda r: self.problems.append(f"failed: {r.url}")
+                if javascript or r.resource_type != "script" else None)  # scripts off: not loaded
         page.on("response", lambda r: self.problems.append(f"HTTP {r.status}: {r.url}")
                 if r.status >= 400 else None)
         page.on("request", lambda r: self.problems.append(f"network: {r.url}")
@@ -801,22 +802,30 @@ AXE_RUN = """() => axe.run(document).then((r) => r.violations
                  nodes: v.nodes.map((n) => `${n.target.join(" ")}: ${n.failureSummary}`) })))"""
 
 
+SETTLED = """() => Promise.all(document.getAnimations()
+  .filter((a) => a instanceof CSSTransition).map((a) => a.finished.catch(() => null)))"""
+
+
 def test_every_page_passes_axe_in_light_and_dark_mode(site, visit):
     """axe-core's checks (WCAG 2 A/AA and best practices) on every page, the theme included:
     no serious or critical violation, in either colour mode."""
     root, _ = site
     script = AXE.read_text(encoding="utf-8")
     found = {}
-    for scheme in ("light", "dark"):
-        for name in pages(root):
-            v = visit(name, scheme=scheme)
-            assert v.page.evaluate("document.documentElement.dataset.theme") == scheme
-            v.page.add_script_tag(content=script)
+    for name in pages(root):
+        v = visit(name, scheme="light")
+        v.page.add_script_tag(content=script)
+        for scheme in ("light", "dark"):
+            # the theme follows the reader's system setting (its "auto" mode): switch that, and
+            # the theme's own script switches the page
+            v.page.emulate_media(color_scheme=scheme)
+            v.page.wait_for_function(f"document.documentElement.dataset.theme === '{scheme}'")
+            v.page.evaluate(SETTLED)  # colours that fade from one mode to the other have arrived
             violations = v.page.evaluate(AXE_RUN)
             if violations:
                 found[f"{name} ({scheme})"] = violations
-            assert v.problems == [], f"{name}: {v.problems}"
-            v.close()
+        assert v.problems == [], f"{name}: {v.problems}"
+        v.close()
     report_lines = [f"{page}: {x['impact']} {x['id']} ({x['help']}): {len(x['nodes'])} nodes, "
                     f"e.g. {x['nodes'][0]}" for page, found_here in found.items() for x in found_here]
     assert not found, "\n".join(report_lines)
@@ -892,7 +901,7 @@ def test_calculators_show_their_preset_without_javascript(site, visit):
             widget = on.page.locator("div.cnnbook-calc").nth(i)
             assert widget.get_attribute("data-state") == "ok"
             texts_off, texts_on = div.evaluate(SHOWN_TEXTS), widget.evaluate(SHOWN_TEXTS)
-            assert len(texts_off) > 10 and texts_off == texts_on, (name, i)
+            assert len(texts_off) >= 10 and texts_off == texts_on, (name, i)
         assert off.problems == [] and on.problems == [], name
         off.close()
         on.close()
