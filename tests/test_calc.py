@@ -505,3 +505,51 @@ def test_limits_keep_every_result_finite():
     machine = calc.Machine("np", np.int64(2), np.float32(3.0), np.int32(8), np.float64(0), "")
     kept = (machine.cores, machine.clock_ghz, machine.flops_per_cycle, machine.bandwidth_gbs)
     assert list(map(type, kept)) == [int, float, int, float]  # plain numbers, as JSON carries them
+
+
+# ----------------------------------------------------------- the calculators without JavaScript
+def _calc_extension():
+    """book/_ext/cnnbook_calc.py, which writes each calculator's no-JavaScript tables."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "book" / "_ext" / "cnnbook_calc.py"
+    spec = importlib.util.spec_from_file_location("cnnbook_calc_ext", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_fallback_tables_carry_the_python_numbers(name):
+    """Every preset, as a page without JavaScript would show it (tests/test_browser.py checks
+    the four placed in the book in a browser, and that the widget shows the same texts)."""
+    from bs4 import BeautifulSoup
+
+    ext = _calc_extension()
+    soup = BeautifulSoup(ext.model_fallback(name), "html.parser")
+    summary = calc.analyze(PRESETS[name])
+    rows = [{c: td["data-value"] for td in tr.select("td[data-col]") for c in [td["data-col"]]}
+            for tr in soup.select(".cnnbook-calc__fallback-perlayer tbody tr")]
+    assert rows == [{"output": r["output"], **{c: str(int(r[c])) for c in ("params", "activations", "macs")}}
+                    for r in summary.table.to_dict("records")]
+    shown = {td["data-total"]: int(td["data-value"]) for td in soup.select("[data-total]")}
+    assert shown == {k: v for k, v in summary.totals.items() if k != "output"}
+    memory = calc.training_memory(PRESETS[name], batch_size=32, optimizer="adam", dtype="float32")
+    values = {td["data-memory"]: int(td["data-value"]) for td in soup.select("[data-memory]")}
+    assert values == {**{k: int(v) for k, v in memory.items()}, "total": int(memory.sum()),
+                      "largest": calc.largest_batch(PRESETS[name], 2 * 2**30)}
+    assert f"{summary.totals['params']:,}" in soup.select_one('[data-total="params"]').text
+    time = BeautifulSoup(ext.time_fallback(name, "i3-540"), "html.parser")
+    est = calc.estimate_training(PRESETS[name], calc.MACHINES["i3-540"], images=10_000, epochs=15)
+    assert {td["data-result"]: td["data-value"] for td in time.select("[data-result]")} == {
+        k: str(v) for k, v in est.items() if k != "machine"}
+
+
+@pytest.mark.parametrize("seconds, text", [
+    (0.5, "0.500\u00a0s"), (12.3456, "12.3\u00a0s"), (99.96, "100\u00a0s"), (126.2, "2.10\u00a0min"),
+    (5000, "83.3\u00a0min"), (41737.36, "11.6\u00a0hours"), (1e7, "116\u00a0days"),
+    (3.2e9, "101\u00a0years"), (1e20, "3.17e+12\u00a0years")])
+def test_fallback_times_are_written_as_the_widget_writes_them(seconds, text):
+    """calc-widget.js's secondsText (JavaScript's toPrecision and toExponential), in Python."""
+    assert _calc_extension().seconds_text(seconds) == text
