@@ -46,8 +46,13 @@ def test_each_page_loads_only_the_scripts_it_uses(built_book):
         maths = bool(main.select(".math"))
         if maths:
             with_maths.add(name)
-        assert ("_static/mathjax/tex-chtml.js" in files) == maths, name
+        # MathJax: its configuration, and an inline script that adds it after the load event
+        assert not [f for f in files if "mathjax" in f], name
         assert bool(soup.find("script", string=re.compile("window.MathJax"))) == maths, name
+        loader = soup.find("script", string=re.compile(r"_static/mathjax/tex-chtml\.js"))
+        assert bool(loader) == maths and (not maths or "addEventListener('load'" in loader.string), name
+        # figures load as the reader scrolls to them
+        assert all(img.get("loading") == "lazy" for img in main.select("img[src*='_images/']")), name
         search = {"_static/searchtools.js", "_static/language_data.js", "searchindex.js"}
         # the search scripts and index: on the search page only (search-as-you-type is off)
         assert search <= files if name == "search.html" else not search & files, name

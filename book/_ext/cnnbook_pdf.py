@@ -79,7 +79,7 @@ PRINT_CSS = """
 }
 """
 
-# Ready to print: web fonts loaded, lazy images loaded, MathJax done (pages with maths).
+# Ready to print: lazy images loaded, MathJax done (pages with maths), web fonts loaded.
 READY = """async () => {
   for (const img of document.querySelectorAll('img[loading="lazy"]')) img.loading = 'eager';
   await Promise.all([...document.images].filter((i) => !i.complete)
@@ -162,6 +162,9 @@ def print_book(book: Path, html: Path, out: Path, pages: list[str] | None = None
             page = context.new_page()
             page.goto(f"{site.base}/{docname}.html", wait_until="networkidle")
             page.add_style_tag(content=PRINT_CSS)
+            # MathJax is requested after the page's load event (cnnbook_pages.py): wait for it
+            page.wait_for_function("() => !document.querySelector('.math') || "
+                                   "(window.MathJax && MathJax.startup && MathJax.startup.promise)")
             page.evaluate(READY)
             heading = page.locator("main .bd-article h1").first.inner_text().replace("#", "").strip()
             path = Path(tmp, f"{len(chapters):03d}.pdf")
