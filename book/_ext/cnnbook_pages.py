@@ -11,8 +11,8 @@ assets on every page. This extension keeps, page by page, only what the page nee
   built pages and the theme's scripts, and the icons the theme's stylesheets draw themselves
   (admonitions, the "on this page" arrow). About 2 KB instead of 1.49 MB plus 270 KB of fonts.
 * MathJax (served from the site by sphinx-mathjax-offline) only on pages whose own doctree holds
-  maths; Sphinx also puts it on every page whose table of contents lists a page with maths. There
-  it is requested once the page has loaded (the window's ``load`` event): 1.16 MB of script that
+  maths (Sphinx also puts it on every page whose table of contents lists a page with maths), and
+  requested once the page has loaded (the window's ``load`` event): 1.16 MB of script that
   typesets a few formulas need not hold up the text, figures and calculators.
 * Images (figures drawn by the chapters' cells) load lazily (``loading="lazy"``), as the reader
   scrolls to them, not all before the first screen.
@@ -39,8 +39,8 @@ TEMPLATES = Path(__file__).with_name("templates")
 FONTAWESOME_JS = "_static/scripts/fontawesome.js"
 FONT_FOLDER = "_static/vendor/fontawesome/webfonts"
 
-# (what a script or stylesheet's file name ends with, or what an inline script starts with) ->
-# the test a page must pass to keep it; the tests look at the page's rendered body
+# What in a page's rendered body shows that it uses code blocks (copy buttons), toggles,
+# sphinx-design components and sphinx-design tabs
 HIGHLIGHT = re.compile(r'<div class="highlight')
 TOGGLE = re.compile(r'class="[^"]*\b(toggle|dropdown)\b')
 DESIGN = re.compile(r'class="[^"]*\bsd-')
