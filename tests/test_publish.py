@@ -456,7 +456,7 @@ def test_buttons_point_at_the_repository_colab_binder_and_downloads(site, browse
     soup = BeautifulSoup(page.content(), "html.parser")
     buttons = links(soup)
     assert set(buttons) == {"Repository", "Suggest edit", "Open issue", "Colab", "Binder",
-                            ".ipynb", ".md"}, buttons
+                            ".ipynb", ".md", "Book (.pdf)"}, buttons  # PDF: test_pages.py
     assert buttons["Repository"] == BUILT_URL
     assert buttons["Open issue"].startswith(f"{BUILT_URL}/issues/new")
     assert buttons["Suggest edit"] == f"{BUILT_URL}/edit/{BUILT_BRANCH}/book/conv_only.md"
