@@ -145,7 +145,8 @@ def test_download_menu_links_the_books_pdf(built_book):
 
 def test_pdf_command_prints_the_chapters_in_the_books_order(built_book, tmp_path):
     """The command of the README on two pages of the built book (the whole book takes about a
-    minute): the root page, then a chapter of the first part with maths and a calculator."""
+    minute): a title and contents sheet, the root page, then a chapter of the first part with
+    maths and a calculator."""
     book = built_book[0]
     out = tmp_path / "book.pdf"
     run = subprocess.run([sys.executable, str(PDF_COMMAND), "--book", str(book), "--out", str(out),
@@ -154,17 +155,21 @@ def test_pdf_command_prints_the_chapters_in_the_books_order(built_book, tmp_path
     assert run.returncode == 0, run.stderr
     reader = PdfReader(out)
     assert f"Wrote {out}: {len(reader.pages)} pages" in run.stdout
-    title = yaml.safe_load((book / "_config.yml").read_text())["title"]
+    config = yaml.safe_load((book / "_config.yml").read_text())
+    title, author = config["title"], config["author"]
     assert reader.metadata.title == title
-    # the outline: the root page, then the part and its chapter, in the book's order
+    # the outline: contents, the root page, then the part and its chapter, in the book's order
     outline = reader.outline
     assert [item.title for item in outline if not isinstance(item, list)] == [
-        "Convolutional networks on CIFAR-10", "Two CNNs for CIFAR-10"]
-    assert [item.title for item in outline[2]] == ["2. A CNN of convolutions only"]
-    chapter_start = reader.get_destination_page_number(outline[2][0])
-    assert chapter_start > 0
+        "Contents", "Convolutional networks on CIFAR-10", "Two CNNs for CIFAR-10"]
+    assert [item.title for item in outline[3]] == ["2. A CNN of convolutions only"]
+    chapter_start = reader.get_destination_page_number(outline[3][0])
+    assert reader.get_destination_page_number(outline[1]) == 1 and chapter_start > 1
     texts = [" ".join(page.extract_text().split()) for page in reader.pages]
-    assert texts[0].startswith("Convolutional networks on CIFAR-10 Overview")
+    # the title and contents sheet gives the page each chapter starts on
+    assert texts[0].startswith(f"{title} {author} Contents {title} 2 Two CNNs for CIFAR-10 "
+                               f"2. A CNN of convolutions only {chapter_start + 1}")
+    assert texts[1].startswith("Convolutional networks on CIFAR-10 Overview")
     assert texts[chapter_start].startswith("2. A CNN of convolutions only")
     assert "2.1. Overview" in texts[chapter_start]
     # page numbers in every footer, after the book's title

@@ -3,7 +3,8 @@
 * ``python book/_ext/cnnbook_pdf.py`` (after ``jupyter-book build book/``) prints every page of
   ``_toc.yml`` in its order, the root page first, each with Chromium's print engine (Playwright
   and the system's Chromium or Chrome, as the browser tests use; ``$CHROMIUM`` wins) in light
-  mode, after its maths is typeset and its calculators are drawn, and joins them with pypdf into
+  mode, after its maths is typeset and its calculators are drawn, and joins them with pypdf,
+  behind a title and contents sheet (the page each chapter starts on), into
   ``book/_build/html/<cnnbook_pdf>``, beside the site, so the Pages workflow publishes it.
   Each page starts on a new sheet; the theme's print stylesheet already leaves out the navigation,
   and a few print rules below keep the numbered chapter titles and fit code, outputs, tables and
@@ -151,8 +152,7 @@ def print_book(book: Path, html: Path, out: Path, pages: list[str] | None = None
     missing = [d for _, d in order if not (html / f"{d}.html").is_file()]
     if missing:
         raise SystemExit(f"Not built: {', '.join(missing)} (run jupyter-book build first).")
-    writer = PdfWriter()
-    chapters, parts = [], {}
+    printed = []  # (part caption, docname, heading, its PDF, its page count)
     site = _Site(html)
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium(), headless=True,
@@ -167,9 +167,22 @@ def print_book(book: Path, html: Path, out: Path, pages: list[str] | None = None
                                    "(window.MathJax && MathJax.startup && MathJax.startup.promise)")
             page.evaluate(READY)
             heading = page.locator("main .bd-article h1").first.inner_text().replace("#", "").strip()
-            path = Path(tmp, f"{len(chapters):03d}.pdf")
+            path = Path(tmp, f"{len(printed):03d}.pdf")
             page.pdf(path=str(path), print_background=True, **PAGE)
             page.close()
+            printed.append((caption, docname, heading, path, len(PdfReader(path).pages)))
+        # the title and contents sheet(s); the chapters' page numbers count them
+        contents, skip = Path(tmp, "contents.pdf"), 1
+        while True:
+            _contents(context, contents, title, author, printed, skip)
+            if len(PdfReader(contents).pages) == skip:
+                break
+            skip = len(PdfReader(contents).pages)
+        writer = PdfWriter()
+        writer.append(str(contents))
+        writer.add_outline_item(title="Contents", page_number=0)
+        chapters, parts = [], {}
+        for caption, docname, heading, path, _ in printed:
             start = len(writer.pages)
             writer.append(str(path))
             parent = None
@@ -190,6 +203,37 @@ def print_book(book: Path, html: Path, out: Path, pages: list[str] | None = None
             writer.write(f)
     site.close()
     return {"pages": len(writer.pages), "chapters": chapters}
+
+
+CONTENTS = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><style>
+body {{ font-family: sans-serif; color: #222; }}
+h1 {{ font-size: 30pt; font-weight: 500; margin: 30mm 0 4mm; }}
+.author {{ font-size: 13pt; color: #555; margin: 0 0 22mm; }}
+h2 {{ font-size: 16pt; font-weight: 500; margin: 0 0 5mm; }}
+table {{ width: 100%; border-collapse: collapse; font-size: 11pt; }}
+td {{ padding: 1.2mm 0; }} td.page {{ text-align: right; width: 12mm; }}
+tr.part td {{ padding-top: 5mm; font-weight: 600; }} tr.chapter td:first-child {{ padding-left: 6mm; }}
+</style></head><body><h1>{title}</h1><p class="author">{author}</p><h2>Contents</h2>
+<table>{rows}</table></body></html>"""
+
+
+def _contents(context, path: Path, title: str, author: str, printed: list, skip: int) -> None:
+    """The book's title, author and contents (parts, chapters, the page each starts on)."""
+    import html as html_lib
+
+    esc = html_lib.escape
+    rows, part, number = [], None, skip + 1
+    for caption, _, heading, _, count in printed:
+        if caption and caption != part:
+            rows.append(f'<tr class="part"><td colspan="2">{esc(caption)}</td></tr>')
+            part = caption
+        kind = "chapter" if caption else "front"
+        rows.append(f'<tr class="{kind}"><td>{esc(heading)}</td><td class="page">{number}</td></tr>')
+        number += count
+    page = context.new_page()
+    page.set_content(CONTENTS.format(title=esc(title), author=esc(author), rows="".join(rows)))
+    page.pdf(path=str(path), **PAGE)
+    page.close()
 
 
 def _page_numbers(context, path: Path, count: int, title: str) -> Path:
