@@ -258,7 +258,9 @@ def test_profile_cell_picks_quick_unless_told_and_gives_the_benchmarks_times():
     results = json.loads((BOOK / "_static" / "bench" / "latest.json").read_text())
     epoch = results["training"]["models"]["conv"]["epoch_seconds"]["measured_book_f32"]
     assert f"#   full: about {15 * epoch / 3600:.1f} hours on a CPU like that one" in cell.source
-    assert results["machine"]["cpu"] in cell.source and results["date"][:10] in cell.source
+    comment = " ".join(line[1:].strip() for line in cell.source.splitlines() if line[:1] == "#")
+    assert f"benchmark ({results['machine']['cpu']}, {results['machine']['cores']} cores, " \
+           f"{results['date'][:10]})" in comment
     # chapters that train nothing say so; those that train both models count both
     notebooks = launch_notebooks()
     assert "trains no model" in notebooks["alexnet"].cells[1].source
