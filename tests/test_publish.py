@@ -488,6 +488,30 @@ def test_buttons_point_at_the_repository_colab_binder_and_downloads(site, browse
 
 
 @pytest.mark.book
+def test_launch_notebooks_links_to_the_site_land_on_a_page_and_an_anchor(site):
+    """Every link a launch notebook makes into the book (calculators, cross-references,
+    citations, files) names a file of the built site and, with a #fragment, an id on that page."""
+    book, _ = site
+    html, prefix = book / "_build" / "html", publish.site_url(REPO_URL)
+    pages: dict[str, BeautifulSoup] = {}
+    checked = 0
+    for name, notebook in launch_notebooks().items():
+        for cell in notebook.cells:
+            for url in re.findall(r"\]\((https://[^)\s]+)\)", cell.source if cell.cell_type ==
+                                  "markdown" else ""):
+                if not url.startswith(prefix) or url == prefix:
+                    continue
+                path, _, fragment = url.removeprefix(prefix).partition("#")
+                assert (html / path).is_file(), (name, url)
+                if fragment:
+                    soup = pages.setdefault(path, BeautifulSoup((html / path).read_text(),
+                                                                "html.parser"))
+                    assert soup.find(id=fragment), (name, url)
+                checked += 1
+    assert checked >= 20
+
+
+@pytest.mark.book
 def test_site_has_logo_favicon_link_preview_numbering_and_built_with_line(site, browser):
     _, base = site
     page, errors = open_page(browser, f"{base}/conv_only.html")
