@@ -192,6 +192,31 @@ MYST_ONLY = {
 }
 
 
+def test_a_stale_or_valueless_launch_notebook_is_refused(tmp_path):
+    """A chapter edited after its notebook was written gives another text (the staleness test
+    fails), one that glues a value the stored ones lack is refused, and without any build values
+    nothing is written with MyST left in: the standalone command says to build."""
+    book = tmp_path / "book"
+    (book / "_static" / "bench").mkdir(parents=True)
+    for name in ("_config.yml", "references.bib", "_static/bench/latest.json"):
+        (book / name).write_text((BOOK / name).read_text())
+    chapter = book / "conv_only.md"
+    source = (BOOK / "conv_only.md").read_text()
+    stored = publish.stored_build(ROOT / "notebooks" / "conv_only.ipynb")
+    chapter.write_text(source)
+    current = publish.chapter_notebook(chapter, REPO_URL, BRANCH, stored)
+    assert current == (ROOT / "notebooks" / "conv_only.ipynb").read_text()
+    chapter.write_text(source.replace("## Overview\n", "## Overview\n\nA new sentence.\n", 1))
+    assert publish.chapter_notebook(chapter, REPO_URL, BRANCH, stored) != current
+    glued = "## Overview\n\n{glue:text}`new_value`\n"
+    chapter.write_text(source.replace("## Overview\n", glued, 1))
+    with pytest.raises(publish.NoPlainForm, match=r"no value for the glued 'new_value': build"):
+        publish.chapter_notebook(chapter, REPO_URL, BRANCH, stored)
+    chapter.write_text(source)
+    with pytest.raises(publish.NoPlainForm, match=r"build the book"):
+        publish.chapter_notebook(chapter, REPO_URL, BRANCH, {})
+
+
 def test_launch_notebooks_hold_no_myst_only_syntax():
     # the check finds every kind in a sample, and the chapters do use MyST: it has work to do
     sample = ("(a-label)=\n# T\n\nSee {ref}`a-label`, {glue:text}`x:,`.\n\n:::{note}\nA.\n:::\n\n"

@@ -692,8 +692,8 @@ def address_line(repo_url: str, site: str, from_github: bool) -> str:
         return ""
     return (f'<p class="cnnbook-address">A local build. Published with GitHub Pages from '
             f'<a href="{html.escape(repo_url)}">{html.escape(repo_url.removeprefix("https://"))}'
-            f'</a> (<code>repository.url</code> in <code>book/_config.yml</code>), the book will be '
-            f'at {html.escape(site)}.</p>')
+            '</a> (<code>repository.url</code> in <code>book/_config.yml</code>), the book will '
+            f'be at {html.escape(site)}.</p>')
 
 
 # --- Sphinx ------------------------------------------------------------------------------------
