@@ -27,6 +27,10 @@ input (so both sides refuse the same numbers), the estimator's defaults and the 
 time estimate. It is a script (``window.CNNBOOK_CALC = {...}``) rather than a JSON file fetched at
 run time, so a page opened from disk (``file://``) works too. It is not committed: every build
 writes it.
+
+The extension also adds book/_templates (the theme's search field and colour-mode button) and
+draws two pieces of myst-nb's and docutils's markup that axe-core rejects (hidden-cell summaries,
+citation lists): see "accessibility fixes" below, and book/_static/a11y.css.
 """
 
 from __future__ import annotations
