@@ -227,12 +227,23 @@ def test_every_page_loads_cleanly_and_offline(site, visit):
         v.close()
 
 
-def test_math_is_typeset_from_the_site(site, visit):
+def test_math_is_drawn_by_the_browser_from_mathml(site, visit):
+    """The formulas are MathML in the page (cnnbook_pages): no script typesets them, and Chromium
+    draws them: the floor brackets and the fraction of the output-size formula, a subscript."""
     root, _ = site
-    html = (root / "conv_only.html").read_text()
-    assert "cdn.jsdelivr.net" not in html and "_static/mathjax/tex-chtml.js" in html
-    v = visit("conv_only.html")
-    v.page.wait_for_selector("mjx-container", timeout=20_000)  # MathJax ran and typeset
+    soup = BeautifulSoup((root / "alexnet.html").read_text(), "html.parser")
+    blocks = soup.select("div.math > math[display=block]")
+    assert len(blocks) == 3
+    assert blocks[0].find("mfrac") and [o.text for o in blocks[0].select("mo[fence]")] == ["⌊", "⌋"]
+    assert soup.select_one("span.math > math msub mtext").text in {"out", "in"}
+    v = visit("alexnet.html")
+    sizes = v.page.eval_on_selector_all(
+        "div.math > math, span.math > math",
+        "els => els.map(e => [e.getBoundingClientRect().width, e.getBoundingClientRect().height])")
+    assert len(sizes) == len(soup.select("div.math > math, span.math > math"))
+    assert all(w > 5 and h > 5 for w, h in sizes), sizes  # drawn, not left as empty elements
+    fraction = v.page.locator("div.math mfrac").first.bounding_box()
+    assert fraction["height"] > v.page.locator("div.math mi").first.bounding_box()["height"] * 1.5
     assert v.problems == []
 
 

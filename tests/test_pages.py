@@ -46,11 +46,10 @@ def test_each_page_loads_only_the_scripts_it_uses(built_book):
         maths = bool(main.select(".math"))
         if maths:
             with_maths.add(name)
-        # MathJax: its configuration, and an inline script that adds it after the load event
-        assert not [f for f in files if "mathjax" in f], name
-        assert bool(soup.find("script", string=re.compile("window.MathJax"))) == maths, name
-        loader = soup.find("script", string=re.compile(r"_static/mathjax/tex-chtml\.js"))
-        assert bool(loader) == maths and (not maths or "addEventListener('load'" in loader.string), name
+        # maths is MathML written at build time: no MathJax, its configuration or a loader
+        assert not [f for f in files if "mathjax" in f.lower()], name
+        assert not soup.find("script", string=re.compile("MathJax|mathjax")), name
+        assert all(m.find("math") for m in main.select(".math")), name
         # figures load as the reader scrolls to them
         assert all(img.get("loading") == "lazy" for img in main.select("img[src*='_images/']")), name
         search = {"_static/searchtools.js", "_static/language_data.js", "searchindex.js"}
@@ -64,10 +63,11 @@ def test_each_page_loads_only_the_scripts_it_uses(built_book):
         if not main.select("[class*='sd-']"):
             assert "_static/sphinx-design.min.css" not in files, name
             assert "_static/design-tabs.js" not in files, name
-    # the chapters with maths keep MathJax; the root page (whose contents list them) does not
+    # the chapters with maths have it as MathML; the pages without have none
     assert {"conv_only.html", "max_pooling.html", "alexnet.html"} <= with_maths
     assert "intro.html" not in with_maths and "data.html" not in with_maths
     assert not (root / "_static" / "scripts" / "fontawesome.js").exists()
+    assert not (root / "_static" / "mathjax").exists()
 
 
 def icon_table(css: str) -> dict[str, int]:

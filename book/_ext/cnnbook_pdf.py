@@ -3,8 +3,8 @@
 * ``python book/_ext/cnnbook_pdf.py`` (after ``jupyter-book build book/``) prints every page of
   ``_toc.yml`` in its order, the root page first, each with Chromium's print engine (Playwright
   and the system's Chromium or Chrome, as the browser tests use; ``$CHROMIUM`` wins) in light
-  mode, after its maths is typeset and its calculators are drawn, and joins them with pypdf,
-  behind a title and contents sheet (the page each chapter starts on), into
+  mode, after its figures and fonts have loaded and its calculators are drawn, and joins them
+  with pypdf, behind a title and contents sheet (the page each chapter starts on), into
   ``book/_build/html/<cnnbook_pdf>``, beside the site, so the Pages workflow publishes it.
   Each page starts on a new sheet; the theme's print stylesheet already leaves out the navigation,
   and a few print rules below keep the numbered chapter titles and fit code, outputs, tables and
@@ -80,12 +80,11 @@ PRINT_CSS = """
 }
 """
 
-# Ready to print: lazy images loaded, MathJax done (pages with maths), web fonts loaded.
+# Ready to print: lazy images loaded, web fonts loaded (maths is MathML, drawn at once).
 READY = """async () => {
   for (const img of document.querySelectorAll('img[loading="lazy"]')) img.loading = 'eager';
   await Promise.all([...document.images].filter((i) => !i.complete)
     .map((i) => new Promise((done) => { i.onload = i.onerror = done; })));
-  if (window.MathJax && MathJax.startup && MathJax.startup.promise) await MathJax.startup.promise;
   await document.fonts.ready;
   return document.title;
 }"""
@@ -162,9 +161,6 @@ def print_book(book: Path, html: Path, out: Path, pages: list[str] | None = None
             page = context.new_page()
             page.goto(f"{site.base}/{docname}.html", wait_until="networkidle")
             page.add_style_tag(content=PRINT_CSS)
-            # MathJax is requested after the page's load event (cnnbook_pages.py): wait for it
-            page.wait_for_function("() => !document.querySelector('.math') || "
-                                   "(window.MathJax && MathJax.startup && MathJax.startup.promise)")
             page.evaluate(READY)
             heading = page.locator("main .bd-article h1").first.inner_text().replace("#", "").strip()
             path = Path(tmp, f"{len(printed):03d}.pdf")
