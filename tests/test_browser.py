@@ -242,6 +242,10 @@ def test_math_is_drawn_by_the_browser_from_mathml(site, visit):
         "els => els.map(e => [e.getBoundingClientRect().width, e.getBoundingClientRect().height])")
     assert len(sizes) == len(soup.select("div.math > math, span.math > math"))
     assert all(w > 5 and h > 5 for w, h in sizes), sizes  # drawn, not left as empty elements
+    # display formulas are centred on their line (the theme's flex row expects MathJax; math.css)
+    row = v.page.locator("div.math").first.bounding_box()
+    formula = v.page.locator("div.math > math > mrow").first.bounding_box()
+    assert abs((formula["x"] + formula["width"] / 2) - (row["x"] + row["width"] / 2)) < 10, (row, formula)
     fraction = v.page.locator("div.math mfrac").first.bounding_box()
     assert fraction["height"] > v.page.locator("div.math mi").first.bounding_box()["height"] * 1.5
     assert v.problems == []
