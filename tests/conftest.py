@@ -131,51 +131,75 @@ class _SessionBuild:
 
 
 _session_build: _SessionBuild | None = None
+_bench_wanted = False  # some collected test reads the reduced benchmark
+_bench_run: "_BenchRun | None" = None
+
+
+class _BenchRun:
+    """``python -m cnnbook bench --reduced --built`` on the session's built book and run cache, in
+    its own process, started as soon as the book is built: it runs while the other book tests
+    do, and the tests that read it run last. :meth:`wait` returns what ``reduced_bench`` gives."""
+
+    def __init__(self, book: Path, env: dict, work: Path):
+        self.out, self.work, self.log = work / "results.json", work / "work", work / "bench.log"
+        # pytest and the book build keep this machine busy: the run is allowed, and labelled busy
+        argv = [sys.executable, "-m", "cnnbook", "bench", "--reduced", "--out", str(self.out),
+                "--data", env["CNNBOOK_DATA"], "--book", str(book), "--built",
+                "--cache-dir", env["CNNBOOK_CACHE"], "--allow-busy", "--workdir", str(self.work)]
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                         text=True)
+
+    def wait(self):
+        import json
+
+        returncode = self.proc.wait(timeout=1800)
+        printed = self.log.read_text()
+        assert returncode == 0, printed[-10000:]
+        assert f"Wrote {self.out}" in printed
+        return json.loads(self.out.read_text()), printed, self.work / "book"
 
 
 def _needs_book(item) -> bool:
     return "built_book" in getattr(item, "fixturenames", ())
 
 
+def _needs_bench(item) -> bool:
+    return "reduced_bench" in getattr(item, "fixturenames", ())
+
+
 @pytest.hookimpl(trylast=True)  # after -m and -k have deselected what will not run
 def pytest_collection_modifyitems(session, config, items):
-    global _session_build
-    items[:] = [i for i in items if not _needs_book(i)] + [i for i in items if _needs_book(i)]
-    if any(map(_needs_book, items)) and not config.option.collectonly:
+    global _session_build, _bench_wanted
+    book = [i for i in items if _needs_book(i) and not _needs_bench(i)]
+    bench = [i for i in items if _needs_bench(i)]
+    items[:] = [i for i in items if not _needs_book(i) and not _needs_bench(i)] + book + bench
+    _bench_wanted = bool(bench)
+    if (book or bench) and not config.option.collectonly:
         _session_build = _SessionBuild(config._tmp_path_factory.mktemp("book"))
 
 
 def pytest_sessionfinish(session):
-    if _session_build is not None and _session_build.proc.poll() is None:
-        _session_build.proc.kill()  # the session ended early (-x, Ctrl-C)
+    for run in (_session_build, _bench_run):
+        if run is not None and run.proc.poll() is None:
+            run.proc.kill()  # the session ended early (-x, Ctrl-C)
 
 
 @pytest.fixture(scope="session")
-def built_book():
+def built_book(tmp_path_factory):
     """The session's quick build of the real book: (book folder, its environment, the build)."""
+    global _bench_run
     assert _session_build is not None, "the book build was not started at collection"
-    return _session_build.wait()
+    book, env, result = _session_build.wait()
+    if _bench_wanted and _bench_run is None:
+        _bench_run = _BenchRun(book, env, tmp_path_factory.mktemp("bench"))
+    return book, env, result
 
 
 @pytest.fixture(scope="session")
-def reduced_bench(built_book, tmp_path_factory):
-    """``python -m cnnbook bench --reduced --built`` once, on the session's built book and run
-    cache: (its results, its printed summary, its copy of the book after the rebuilds)."""
-    import contextlib
-    import io
-    import json
-
-    from cnnbook.__main__ import main
-
-    book, env, _ = built_book
-    work = tmp_path_factory.mktemp("bench")
-    out = work / "results.json"
-    printed = io.StringIO()
-    # pytest and the book build keep this machine busy: the run is allowed, and labelled busy
-    with contextlib.redirect_stdout(printed):
-        status = main(["bench", "--reduced", "--out", str(out), "--data", env["CNNBOOK_DATA"],
-                       "--book", str(book), "--built", "--cache-dir", env["CNNBOOK_CACHE"],
-                       "--allow-busy", "--workdir", str(work / "work")])
-    assert status == 0, printed.getvalue()
-    assert f"Wrote {out}" in printed.getvalue()
-    return json.loads(out.read_text()), printed.getvalue(), work / "work" / "book"
+def reduced_bench(built_book):
+    """The reduced benchmark on the session's built book and run cache (started in the background
+    by ``built_book``): (its results, its printed summary, its copy of the book after the
+    rebuilds)."""
+    assert _bench_run is not None, "the benchmark was not started with the book"
+    return _bench_run.wait()
