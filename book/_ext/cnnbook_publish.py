@@ -12,8 +12,8 @@ link-preview descriptions and a "last built with" footer.
     otherwise, with the expected time of both profiles from the committed benchmark results);
   - the glued values written in as this build computed them (``{glue:text}`` with its format),
     cross-references as links to the site, citations as (author, year) linking to the site's
-    references, admonitions as block quotes, a calculator as a link to it on the site, labels
-    and comments dropped. A construct without a plain-Markdown form fails the build.
+    references, admonitions as block quotes, a calculator or the explorer as a link to it on the
+    site, labels and comments dropped. A construct without a plain-Markdown form fails the build.
 
   The values come from the build (``jupyter_execute/<page>.glue.json`` and Sphinx's references):
   they are kept in the notebook's metadata (``cnnbook``), with the profile and the date of the
@@ -379,6 +379,8 @@ class Converter:
         body = "\n".join(body).strip("\n")
         if name == "cnnbook-calculator":  # book/_ext/cnnbook_calc.py
             return self.calculator(options, token.map[0])
+        if name == "cnnbook-explorer":  # book/_ext/cnnbook_explorer.py
+            return self.explorer(token.map[0])
         if name == "raw" and "cnnbook-calc" in body:  # the same, written as its HTML
             from bs4 import BeautifulSoup
 
@@ -396,14 +398,18 @@ class Converter:
             return [f"```{argument}", body, "```"]
         raise NoPlainForm(f"the directive {{{name}}}")
 
-    def calculator(self, options: dict, line: int) -> list[str]:
-        """A link to the calculator on the chapter's page (the section it is in)."""
+    def section_link(self, line: int) -> str:
+        """The address on the site of the chapter's section that holds ``line``."""
         section = next((anchor for start, anchor in reversed(self.headings) if start < line),
                        self.section)
+        return f"{self.site}{self.page}.html" + (f"#{section}" if section else "")
+
+    def calculator(self, options: dict, line: int) -> list[str]:
+        """A link to the calculator on the chapter's page (the section it is in)."""
         widget, preset = options.get("widget", ""), options.get("preset", "")
         what = {"model": "the layer calculator (shapes, parameters, MACs and memory per layer)",
                 "time": "the training-time calculator"}.get(widget, "the calculator")
-        link = f"{self.site}{self.page}.html" + (f"#{section}" if section else "")
+        link = self.section_link(line)
         lines = [f"> **Calculator.** On the book's site this place holds {what}, preset "
                  f"`{preset}`, which runs in your browser: [open it on this chapter's page]"
                  f"({link})."]
@@ -411,6 +417,12 @@ class Converter:
             lines += [">", f"> In this notebook, `cnnbook.calc.analyze(cnnbook.calc.presets()"
                            f"[\"{preset}\"]).table` computes the same table."]
         return lines
+
+    def explorer(self, line: int) -> list[str]:
+        """A link to the explorer on the chapter's page (the section it is in)."""
+        return [f"> **Explorer.** On the book's site this place holds the explorer, which runs "
+                f"both trained models in your browser on a test image or your own, layer by "
+                f"layer: [open it on this chapter's page]({self.section_link(line)})."]
 
     def links(self, text: str) -> str:
         """Links and images to files of the book, as addresses on the site."""

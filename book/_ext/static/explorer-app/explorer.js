@@ -1,0 +1,1 @@
+// The explorer (book/_ext/cnnbook_explorer.py): being written.
