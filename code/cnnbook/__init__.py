@@ -38,7 +38,7 @@ if "tensorflow" not in sys.modules:
     with _stderr_silenced():
         import tensorflow  # noqa: F401  (absl prints "oneDNN custom operations are on" at import)
 
-from . import calc, data, models, report, train  # noqa: E402
+from . import calc, data, explore, models, report, train  # noqa: E402
 
-__all__ = ["calc", "data", "models", "report", "train"]
+__all__ = ["calc", "data", "explore", "models", "report", "train"]
 __version__ = "0.1.0"
