@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 
-from cnnbook import train
+from cnnbook import report, train
 from cnnbook.__main__ import main
 from conftest import write_image_folder
 
@@ -535,3 +535,44 @@ def test_a_run_stopped_early_by_a_callback_is_not_stored_and_resumes(tiny, cache
     counter = CountEpochs()
     result = train.train("conv", **tiny, callbacks=[counter])
     assert counter.epochs == [1] and result.provenance["resumed_from_epoch"] == 1
+
+
+def never_good_enough():
+    """EarlyStopping that stops after epoch 2 (no epoch beats epoch 1 by 100 in val_loss) and
+    puts epoch 1's weights back: a certain early stop in a tiny run."""
+    return keras.callbacks.EarlyStopping(monitor="val_loss", min_delta=100, patience=0,
+                                         restore_best_weights=True)
+
+
+def test_early_stopping_is_a_run_of_its_own_that_records_where_it_stopped(tiny):
+    args = {**tiny, "epochs": 3}
+    settings = {k: v for k, v in args.items() if k != "verbose"}
+    base = train.run_key(train.run_config("conv", **settings))
+    # watching callbacks leave the key alone; those that change the result are in it
+    assert train.run_key(train.run_config("conv", **settings, callbacks=[CountEpochs()])) == base
+    for other in (keras.callbacks.EarlyStopping(monitor="val_loss", patience=3),
+                  keras.callbacks.ReduceLROnPlateau(factor=0.5), keras.callbacks.TerminateOnNaN()):
+        assert train.run_key(train.run_config("conv", **settings, callbacks=[other])) != base
+    early = train.train("conv", **args, callbacks=[never_good_enough()])
+    assert not early.from_cache and not early.run_dir.name.endswith(base)
+    assert early.epochs == 2 and all(len(v) == 2 for v in early.history.values())
+    assert early.provenance["stopped_early"] == {"by": ["EarlyStopping"], "epochs_trained": 2,
+                                                 "restored_epoch": 1}
+    assert early.test_accuracy == pytest.approx(early.history["val_accuracy"][0], abs=1e-6)
+    assert ("stopped early by EarlyStopping after 2 of 3 epochs, weights of epoch 1 restored"
+            ", seed 0" in early.describe()
+            and "callbacks: EarlyStopping(monitor='val_loss', min_delta=100, patience=0"
+            in early.describe())
+    again = train.train("conv", **args, callbacks=[never_good_enough()])
+    assert again.from_cache and again.run_dir == early.run_dir and again.epochs == 2
+    table = report.provenance(again).data["value"]
+    assert (table["epochs"], table["seed"]) == ("2 of 3 (stopped early by EarlyStopping)", "0")
+
+
+def test_callbacks_whose_effect_a_run_key_cannot_record_are_refused(tiny, cache_dir):
+    with pytest.raises(train.ConfigError, match="LearningRateScheduler cannot be used in a "
+                                                 "cached run: its schedule is a Python function"):
+        train.train("conv", **tiny, callbacks=[keras.callbacks.LearningRateScheduler(abs)])
+    with pytest.raises(train.ConfigError, match="callbacks must be a list of Keras callbacks"):
+        train.train("conv", **tiny, callbacks=never_good_enough())
+    assert not (cache_dir / "runs").exists() or not any((cache_dir / "runs").iterdir())

@@ -114,7 +114,10 @@ def provenance(result: _train.RunResult):
         "profile": p["profile"],
         "data source": p["data_source"],
         "images (train / test)": f"{p['train_images']:,} / {p['test_images']:,}",
-        "epochs": str(result.epochs),
+        "epochs": str(result.epochs) if not p.get("stopped_early") else
+        f"{result.epochs} of {result.config['epochs']} (stopped early by "
+        f"{' and '.join(p['stopped_early']['by'])})",
+        "seed": str(p["seed"]),
         "this build": ("loaded from the run cache" if result.from_cache
                        else "trained during this build"),
         "trained on": f"{p['date'][:16].replace('T', ' ')} UTC",

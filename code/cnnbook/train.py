@@ -24,6 +24,12 @@ key records the pipeline.
 ``precision="mixed_bfloat16"`` computes the convolutions in bfloat16 with float32 weights (Keras
 mixed precision) and the dense head in float32: an explicit option, never on by default, for CPUs
 with AVX512_BF16 or AMX and for recent GPUs.
+
+Keras callbacks that change what is trained (``EarlyStopping``, ``ReduceLROnPlateau``,
+``TerminateOnNaN``) are part of the run key, through their settings; a run that one of them stops
+early records the epochs it trained and says it stopped early. Other callbacks only watch (they
+are not in the key); one that stops training, or one whose effect cannot be recorded (a learning
+rate schedule), is refused with an error saying what to do (see :func:`train`).
 """
 
 from __future__ import annotations
@@ -64,6 +70,20 @@ PRECISIONS = {
                       "head computes in float32",
 }
 DEFAULT_PRECISION = "float32"
+# Keras callbacks that change a run's result, and the settings of each that the run key records.
+KEYED_CALLBACKS = {
+    "EarlyStopping": ("monitor", "min_delta", "patience", "mode", "baseline",
+                      "restore_best_weights", "start_from_epoch"),
+    "ReduceLROnPlateau": ("monitor", "min_delta", "patience", "mode", "factor", "cooldown",
+                          "min_lr"),
+    "TerminateOnNaN": (),
+}
+# Keras callbacks that change the result in a way a run key cannot record: refused.
+REFUSED_CALLBACKS = {
+    "LearningRateScheduler": "its schedule is a Python function, which a run key cannot record",
+    "BackupAndRestore": "the book's runs already checkpoint every epoch and resume by themselves",
+    "SwapEMAWeights": "it swaps the weights the run evaluates and stores",
+}
 # Training steps per call into the compiled function: fewer Python round trips, same arithmetic.
 STEPS_PER_EXECUTION = 16
 
@@ -165,10 +185,18 @@ class RunResult:
                else "trained now")
         precision = self.config.get("precision", DEFAULT_PRECISION)
         in_precision = "" if precision == DEFAULT_PRECISION else f" in {precision}"
+        stop = p.get("stopped_early")
+        epochs = (f"{self.epochs} epoch{'s' * (self.epochs != 1)}" if not stop else
+                  f"stopped early by {' and '.join(stop['by'])} after {self.epochs} of "
+                  f"{self.config['epochs']} epochs"
+                  + (f", weights of epoch {stop['restored_epoch']} restored"
+                     if stop.get("restored_epoch") else ""))
+        keyed = self.config.get("callbacks")
         return "\n".join([
             f"{_models.TITLES.get(self.model_name, self.model_name)}{in_precision}: {how}",
             f"  profile {p['profile']}: {p['train_images']:,} training / {p['test_images']:,} "
-            f"test images, {self.epochs} epoch{'s' * (self.epochs != 1)}",
+            f"test images, {epochs}, seed {p['seed']}",
+        ] + ([f"  callbacks: {', '.join(callback_text(c) for c in keyed)}"] if keyed else []) + [
             f"  data: {p['data_source']}",
             f"  trained {p['date'][:10]} on {hw['cpu']} ({hw['cores']} cores{gpu}) in "
             f"{p['wall_seconds']:.0f} s",
@@ -181,8 +209,12 @@ def run_config(model_name: str, profile: str | Profile | None = None, *, data_so
                epochs: int | None = None, train_per_class: int | None = None,
                test_per_class: int | None = None, batch_size: int = 32,
                learning_rate: float = 0.001, seed: int = 0,
-               precision: str = DEFAULT_PRECISION) -> dict:
-    """Everything that changes a run's result, as a plain dict (the cache key hashes it)."""
+               precision: str = DEFAULT_PRECISION, callbacks: list | None = None) -> dict:
+    """Everything that changes a run's result, as a plain dict (the cache key hashes it).
+
+    Of ``callbacks``, those that change the result (:data:`KEYED_CALLBACKS`) are recorded under
+    ``"callbacks"`` with their settings; without any, the key has no such entry.
+    """
     prof = get_profile(profile)
     if precision not in PRECISIONS:
         raise ConfigError(f"Unknown precision {precision!r}: choose one of "
@@ -219,11 +251,54 @@ def run_config(model_name: str, profile: str | Profile | None = None, *, data_so
         "precision_detail": PRECISIONS[precision],
         "versions": {"keras": keras.__version__, "tensorflow": _tf_version()},
     }
+    keyed = keyed_callbacks(callbacks)
+    if keyed:
+        config["callbacks"] = keyed
     for key in ("epochs", "batch_size"):
         value = config[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{key} must be a positive whole number, not {value!r}.")
     return config
+
+
+def _is_keras(callback, names) -> bool:
+    """Whether ``callback`` is one of Keras's own callbacks named in ``names`` (not a subclass)."""
+    return type(callback).__name__ in names and type(callback).__module__.startswith("keras")
+
+
+def keyed_callbacks(callbacks: list | None) -> list[dict]:
+    """The settings of those ``callbacks`` that change a run's result, for its run key.
+
+    A ConfigError for something that is not a Keras callback, and for a callback whose effect a
+    run key cannot record (:data:`REFUSED_CALLBACKS`).
+    """
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, keras.callbacks.Callback) or not isinstance(callbacks,
+                                                                         (list, tuple)):
+        raise ConfigError(f"callbacks must be a list of Keras callbacks, not {callbacks!r}.")
+    keyed = []
+    for callback in callbacks:
+        if not isinstance(callback, keras.callbacks.Callback):
+            raise ConfigError(f"callbacks must hold Keras callbacks, not {callback!r}.")
+        kind = type(callback).__name__
+        if _is_keras(callback, REFUSED_CALLBACKS):
+            raise ConfigError(
+                f"{kind} cannot be used in a cached run: {REFUSED_CALLBACKS[kind]}. Train "
+                "with Keras directly (cnnbook.train.compiled_model and book_datasets) for it.")
+        if _is_keras(callback, KEYED_CALLBACKS):
+            settings = {}
+            for name in KEYED_CALLBACKS[kind]:
+                value = getattr(callback, name)
+                settings[name] = value.item() if isinstance(value, np.generic) else value
+            keyed.append({"callback": kind, **settings})
+    return keyed
+
+
+def callback_text(entry: dict) -> str:
+    """``EarlyStopping(monitor='val_loss', patience=2, ...)``: a keyed callback, as written."""
+    args = ", ".join(f"{k}={v!r}" for k, v in entry.items() if k != "callback")
+    return f"{entry['callback']}({args})"
 
 
 def _check_whole(name: str, value, low: int, high: int) -> None:
@@ -250,12 +325,27 @@ def train(model_name: str, profile: str | Profile | None = None, *, data_source=
     ``precision="mixed_bfloat16"`` trains in bfloat16 mixed precision (a separate cached run).
     ``force=True`` trains again and replaces the cached run (unless another process was training
     the same run: then its fresh result is returned). ``verbose=2`` prints one line per epoch.
-    Extra Keras ``callbacks`` are added after the book's own.
+
+    Extra Keras ``callbacks`` are added after the book's own. Those that change what is trained,
+    ``EarlyStopping``, ``ReduceLROnPlateau`` and ``TerminateOnNaN``, are part of the run key with
+    their settings: ``callbacks=[keras.callbacks.EarlyStopping(patience=2)]`` is a run of its own,
+    trained once and cached like any other, never the run without it. A run that one of them
+    stops early is stored with the epochs it trained (``result.epochs``, fewer than ``epochs``),
+    and its ``provenance["stopped_early"]`` (and :meth:`RunResult.describe`) says which callback
+    stopped it, after how many epochs, and which epoch's weights ``restore_best_weights``
+    restored; the test metrics are those of the weights the run ends with. A killed run with
+    ``EarlyStopping`` or ``ReduceLROnPlateau`` starts over rather than resuming, since their
+    state (the best value so far, the epochs waited) is not checkpointed.
+
+    Any other callback must only watch (progress, logging, counting): it is not in the key. One
+    that stops training anyway is refused after the epoch it stopped (a RuntimeError; nothing is
+    stored), and ``LearningRateScheduler``, ``BackupAndRestore`` and ``SwapEMAWeights`` are
+    refused before training (a ConfigError), since the key cannot record what they change.
     """
     config = run_config(model_name, profile, data_source=data_source, epochs=epochs,
                         train_per_class=train_per_class, test_per_class=test_per_class,
                         batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-                        precision=precision)
+                        precision=precision, callbacks=callbacks)
     runs = _data.cache_root(cache_dir) / "runs"
     final = runs / f"{model_name}-{config['profile']}-{run_key(config)}"
     if not force:  # the common case needs no lock, and works in a read-only cache
@@ -301,6 +391,12 @@ def _train_now(config: dict, final: Path, work: Path, *, data_source, cache_dir,
     model = compiled_model(config["model"], learning_rate=config["optimizer"]["learning_rate"],
                            precision=config["precision"])
     checkpoint = _Checkpoint(work, config)
+    stateful = [c["callback"] for c in config.get("callbacks", [])
+                if c["callback"] in ("EarlyStopping", "ReduceLROnPlateau")]
+    if stateful and checkpoint.state.is_file():
+        print(f"note: starting {final.name} over: the state of its {' and '.join(stateful)} is "
+              "not checkpointed, so it cannot resume.", flush=True)
+        shutil.rmtree(work)
     first_epoch = checkpoint.restore(model)  # creates work/ only now: bad settings leave nothing
     shuffle = EpochShuffle()
     train_data, test_data = book_datasets(dataset.train, dataset.test, batch_size=batch_size,
@@ -314,10 +410,21 @@ def _train_now(config: dict, final: Path, work: Path, *, data_source, cache_dir,
     test_loss, test_accuracy = model.evaluate(test_data, verbose=0)
 
     rows = checkpoint.rows
-    if len(rows) != epochs:  # a callback stopped training early: this is not the run asked for
-        raise RuntimeError(f"Training stopped after {len(rows)} of {epochs} epochs (did a "
-                           "callback set model.stop_training?), so no run was stored; its "
-                           f"checkpoint stays in {work}, and the next call resumes from it.")
+    stopped_early = None
+    if len(rows) != epochs:
+        stoppers = [type(c).__name__ for c in callbacks or []
+                    if _is_keras(c, ("EarlyStopping", "TerminateOnNaN"))]
+        if not stoppers or not 1 <= len(rows) < epochs:  # not the run asked for
+            raise RuntimeError(
+                f"Training stopped after {len(rows)} of {epochs} epochs, but no callback in the "
+                "run key stops training (did a callback set model.stop_training?), so no run "
+                f"was stored; its checkpoint stays in {work}, and the next call resumes from "
+                "it. Pass only callbacks that watch, or stop with "
+                "keras.callbacks.EarlyStopping, which the run key records.")
+        restored = [c.best_epoch + 1 for c in callbacks if _is_keras(c, ("EarlyStopping",))
+                    and c.restore_best_weights and c.best_weights is not None]
+        stopped_early = {"by": stoppers, "epochs_trained": len(rows),
+                         "restored_epoch": restored[0] if restored else None}
     seconds = [row["epoch_seconds"] for row in rows]
     history = {k: [row[k] for row in rows] for k in HISTORY_KEYS}
     provenance = {
@@ -329,6 +436,7 @@ def _train_now(config: dict, final: Path, work: Path, *, data_source, cache_dir,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "wall_seconds": float(sum(seconds)) if first_epoch else wall,
         "resumed_from_epoch": first_epoch or None,  # epochs 0..first_epoch-1 came from a checkpoint
+        **({"stopped_early": stopped_early} if stopped_early else {}),
         "versions": {"python": platform.python_version(), "tensorflow": _tf_version(),
                      "keras": keras.__version__, "numpy": np.__version__},
         "hardware": hardware(),
@@ -773,6 +881,12 @@ def _load_result(run_dir: Path, config: dict, from_cache: bool) -> RunResult:
         if stored["config"] != _jsonable(config):
             raise ValueError("result.json belongs to another configuration")
         epochs = config["epochs"]
+        stop = stored["provenance"].get("stopped_early")
+        if stop:  # a callback in the run key stopped it: the epochs it trained, fewer than asked
+            if not config.get("callbacks") or not 1 <= stop["epochs_trained"] < epochs:
+                raise ValueError(f"result.json says it stopped early after "
+                                 f"{stop['epochs_trained']!r} of {epochs} epochs")
+            epochs = stop["epochs_trained"]
         if len(stored["epoch_seconds"]) != epochs or set(stored["history"]) != set(
                 HISTORY_KEYS) or any(len(v) != epochs for v in stored["history"].values()):
             raise ValueError(f"result.json does not hold {epochs} epochs of history")
