@@ -4,12 +4,15 @@ the chapter's helpers (feature maps, filters, receptive fields), on tiny runs of
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from PIL import Image
 
 from cnnbook import calc, data, explore, train
 from conftest import write_image_folder
@@ -260,3 +263,36 @@ def test_receptive_fields_grow_layer_by_layer():
                               ("conv3", 8, 1), ("conv4", 12, 1), ("pool2", 13, 1),
                               ("conv5", 19, 1), ("conv6", 25, 1), ("pool3", 26, 2),
                               ("conv7", 42, 2)]
+
+
+def test_initial_model_is_where_the_run_started(exported):
+    """One epoch of Adam on one batch moves each weight by about the learning rate at most: the
+    trained first layer is close to the rebuilt start, and far from another seed's start."""
+    run = exported["runs"]["conv"]
+    start = explore.first_layer_filters(explore.initial_model(run))
+    trained = explore.first_layer_filters(run.load_model())
+    assert 0 < np.abs(trained - start).max() <= 2e-3
+    other_seed = train.RunResult(**{**run.__dict__, "config": {**run.config, "seed": 1}})
+    other = explore.first_layer_filters(explore.initial_model(other_seed))
+    assert np.abs(other - start).max() > 0.1
+
+
+def test_activity_counts_zeros_and_silent_channels():
+    values = np.zeros((2, 3, 3, 4), np.float32)
+    values[0, 1, 1, 0] = 2.0  # channel 0 on in one place of one image
+    values[1, :, :, 2] = 0.5  # channel 2 on everywhere in the second image
+    table = explore.activity({"conv9": values})
+    assert table.loc["conv9"].to_dict() == {"output": "3x3x4", "outputs that are 0": 62 / 72,
+                                            "silent channels": 2, "channels": 4}
+    assert explore.top_channels(values, 2).tolist() == [2, 0]
+
+
+def test_figures_are_small_pngs_of_the_maps(exported):
+    models = {name: run.load_model() for name, run in exported["runs"].items()}
+    images = exported["arrays"]["test"][0][:2]
+    maps = explore.feature_maps(models["pool"], images)
+    for fig in (explore.plot_filters(models), explore.plot_feature_maps(maps, images)):
+        png = explore.as_png(fig).data
+        image = Image.open(io.BytesIO(png))
+        assert image.format == "PNG" and image.mode == "P" and len(png) < 150_000
+    assert plt.get_fignums() == []  # closed: a notebook shows the small PNG only

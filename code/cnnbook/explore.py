@@ -26,6 +26,7 @@ from pathlib import Path
 import keras
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 
 from . import calc as _calc
 from . import data as _data
@@ -149,9 +150,37 @@ def receptive_fields(layers: list[dict]) -> list[dict]:
             stride = spec.get("stride") or k
             size, jump = size + (k - 1) * jump, jump * stride
         if spec["type"] in ("input", "conv", "maxpool"):
-            rows.append({"layer": spec["name"], "type": spec["type"], "output": tuple(shape),
+            rows.append({"layer": spec["name"], "type": spec["type"],
+                         "output": "x".join(map(str, shape)),
                          "receptive field": size, "stride in pixels": jump})
     return rows
+
+
+def initial_model(result: _train.RunResult) -> keras.Model:
+    """The run's model as training started it: built after seeding Keras with the run's seed.
+
+    :func:`cnnbook.train.train` seeds (``keras.utils.set_random_seed``) and then builds the
+    model, so the same two steps give the same random starting weights. Seeding resets Python's,
+    NumPy's and Keras's random generators, as the training run did.
+    """
+    keras.utils.set_random_seed(result.config["seed"])
+    return _train.build_model(result.model_name,
+                              result.config.get("precision", _train.DEFAULT_PRECISION))
+
+
+def activity(maps: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Per layer: its output shape, the share of its outputs that are 0, and its silent channels.
+
+    A channel is silent when it is 0 at every position of every image in ``maps``.
+    """
+    rows = []
+    for name, values in maps.items():
+        per_channel = values.reshape(-1, values.shape[-1])
+        rows.append({"layer": name, "output": "x".join(map(str, values.shape[1:])),
+                     "outputs that are 0": float((values <= 0).mean()),
+                     "silent channels": int((per_channel.max(axis=0) <= 0).sum()),
+                     "channels": int(values.shape[-1])})
+    return pd.DataFrame(rows).set_index("layer")
 
 
 # ------------------------------------------------------------------------------------- export
@@ -319,69 +348,116 @@ def export(folder, *, profile=None, data_source=None, cache_dir=None) -> dict:
 
 
 # -------------------------------------------------------------------------------------- plots
+def _label(fig, ax, text: str) -> None:
+    """A row's label left of ``ax``: dark text on a light box, readable on a light or dark page."""
+    box = ax.get_position()
+    fig.text(box.x0 - 0.008, (box.y0 + box.y1) / 2, text, fontsize=8, color="black",
+             ha="right", va="center", linespacing=1.1,
+             bbox={"boxstyle": "round,pad=0.25", "facecolor": "white", "edgecolor": "none"})
+
+
 def plot_filters(models: dict[str, keras.Model], titles: dict[str, str] | None = None):
     """Each model's first-layer filters as colour patches, one row per model.
 
-    Each filter is scaled on its own to [0, 1] around grey: 0.5 is a weight of 0, and the
-    filter's largest absolute weight reaches 0 or 1, so that its pattern is visible whatever its
-    size; a bright red patch means the filter responds to red there.
+    Each filter is scaled on its own around grey: 0.5 is a weight of 0 and the filter's largest
+    absolute weight reaches 0 or 1, so its pattern shows whatever its size. A reddish pixel means
+    the filter adds red there (and takes away green and blue), a dark one that it takes away all
+    three colours.
     """
     filters = {name: first_layer_filters(model) for name, model in models.items()}
     columns = max(len(f) for f in filters.values())
-    fig, axes = plt.subplots(len(filters), columns, figsize=(0.8 * columns + 0.4,
-                                                             1.15 * len(filters) + 0.2),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(filters), columns, squeeze=False,
+                             figsize=(0.62 * columns + 2.2, 0.8 * len(filters)),
+                             gridspec_kw={"left": 2.2 / (0.62 * columns + 2.2), "right": 0.995,
+                                          "top": 0.97, "bottom": 0.03, "wspace": 0.12,
+                                          "hspace": 0.2})
     for row, (name, kernels) in zip(axes, filters.items()):
         for i, ax in enumerate(row):
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i >= len(kernels):
-                ax.set_axis_off()
-                continue
-            k = kernels[i]
-            ax.imshow(0.5 + 0.5 * k / max(float(np.abs(k).max()), 1e-12),
-                      interpolation="nearest")
-            ax.set_xlabel(str(i + 1), fontsize=8, labelpad=2)
-        row[0].set_ylabel((titles or {}).get(name, name), fontsize=8, rotation=0, ha="right",
-                          va="center", labelpad=6)
-    fig.tight_layout(w_pad=0.3, h_pad=0.6)
+            ax.set_axis_off()
+            if i < len(kernels):
+                k = kernels[i]
+                ax.imshow(0.5 + 0.5 * k / max(float(np.abs(k).max()), 1e-12),
+                          interpolation="nearest")
+        kh, kw = filters[name].shape[1:3]
+        _label(fig, row[0], f"{(titles or {}).get(name, name)}\n{len(kernels)} filters, "
+                            f"{kh}x{kw}x3")
+    fig.patch.set_alpha(0.0)
     return fig
 
 
-def plot_feature_maps(maps: dict[str, np.ndarray], image: np.ndarray, *, channels: int = 8,
-                      title: str | None = None):
-    """One image's feature maps, one row per layer: the first ``channels`` channels of each.
+def top_channels(values: np.ndarray, n: int) -> np.ndarray:
+    """The ``n`` channels with the largest mean output over a batch, largest first."""
+    means = values.reshape(-1, values.shape[-1]).mean(axis=0)
+    return np.argsort(-means, kind="stable")[:n]
 
-    ``maps`` is :func:`feature_maps`'s result for a batch whose first image is ``image``. Every
-    map is drawn on its own scale, from 0 (black) to its largest value (bright); an all-zero map
-    (ReLU switched every unit off) is drawn black and marked "0".
+
+def plot_feature_maps(maps: dict[str, np.ndarray], images: np.ndarray, *, channels: int = 4,
+                      labels: list[str] | None = None):
+    """Feature maps of a few images, one row per layer, one block of columns per image.
+
+    ``maps`` is :func:`feature_maps`'s result for ``images``. The first row shows each image and
+    its red, green and blue channels; each following row shows, for each image, the ``channels``
+    channels of that layer whose mean output over all the images is largest (the same channels
+    for every image, largest first). A row shares one scale per image, from 0 (black) to the
+    row's largest value (bright), so a weak channel looks dark; a row with no value above 0
+    (ReLU switched every unit off) is black. The row's label gives the layer, its output shape
+    and how many of its channels are zero for every one of the images.
     """
-    rows = len(maps)
-    fig, axes = plt.subplots(rows, channels + 1, figsize=(0.78 * (channels + 1) + 0.6,
-                                                          0.82 * rows + 0.3), squeeze=False)
-    for r, (row, (name, values)) in enumerate(zip(axes, maps.items())):
-        for ax in row:
-            ax.set_xticks([])
-            ax.set_yticks([])
-        if r == 0:
-            row[0].imshow(image, interpolation="nearest")
-        else:
-            row[0].set_axis_off()
-        stack = values[0]
-        row[1].set_ylabel(f"{name}\n{'x'.join(map(str, stack.shape))}", fontsize=7,
-                          rotation=0, ha="right", va="center", labelpad=4)
-        for c, ax in enumerate(row[1:]):
-            if c >= stack.shape[-1]:
-                ax.set_axis_off()
-                continue
-            channel = stack[..., c]
-            top = float(channel.max())
-            ax.imshow(channel, cmap="magma", vmin=0, vmax=top if top > 0 else 1,
-                      interpolation="nearest")
-            if top <= 0:
-                ax.text(0.5, 0.5, "0", color="white", fontsize=7, ha="center", va="center",
-                        transform=ax.transAxes)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout(w_pad=0.15, h_pad=0.25)
+    images = np.asarray(images)
+    n = len(images)
+    columns = n * channels + (n - 1)  # a narrow gap between the images' blocks
+    widths = ([1] * channels + [0.25]) * (n - 1) + [1] * channels
+    rows = 1 + len(maps)
+    cell, left = 0.56, 1.45
+    width = cell * sum(widths) + left
+    fig, axes = plt.subplots(rows, columns, squeeze=False,
+                             figsize=(width, cell * rows * 1.08 + 0.35),
+                             gridspec_kw={"width_ratios": widths, "left": left / width,
+                                          "right": 0.995, "top": 1 - 0.3 / (cell * rows * 1.08 + 0.35),
+                                          "bottom": 0.01, "wspace": 0.08, "hspace": 0.08})
+    for ax in axes.flat:
+        ax.set_axis_off()
+    starts = [b * (channels + 1) for b in range(n)]
+    for b, start in enumerate(starts):
+        axes[0, start].imshow(images[b], interpolation="nearest")
+        for c in range(min(3, channels - 1)):
+            axes[0, start + 1 + c].imshow(images[b][..., c], cmap="gray", vmin=0, vmax=255,
+                                          interpolation="nearest")
+        if labels:
+            axes[0, start].set_title(labels[b], fontsize=8, color="black", loc="left", pad=3,
+                                     bbox={"boxstyle": "round,pad=0.2", "facecolor": "white",
+                                           "edgecolor": "none"})
+    _label(fig, axes[0, 0], f"input\n{'x'.join(map(str, images.shape[1:]))}\nimage, R, G, B")
+    for r, (name, values) in enumerate(maps.items(), start=1):
+        shown = top_channels(values, channels)
+        zero = int((values.reshape(-1, values.shape[-1]).max(axis=0) <= 0).sum())
+        for b, start in enumerate(starts):
+            top = float(values[b][..., shown].max())
+            for c, channel in enumerate(shown):
+                axes[r, start + c].imshow(values[b][..., channel], cmap="magma", vmin=0,
+                                          vmax=top if top > 0 else 1, interpolation="nearest")
+        _label(fig, axes[r, 0], f"{name}\n{'x'.join(map(str, values.shape[1:]))}\n"
+                                f"{zero} of {values.shape[-1]} zero")
+    fig.patch.set_alpha(0.0)
     return fig
+
+
+def as_png(fig, colours: int = 256):
+    """``fig`` as a PNG of at most ``colours`` colours (an IPython image), and ``fig`` closed.
+
+    Feature maps and photographs drawn at screen size need no more than 256 colours, and the
+    PNG is then less than half the size of matplotlib's full-colour one.
+    """
+    import io
+
+    from IPython.display import Image
+    from PIL import Image as PILImage
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    plt.close(fig)
+    image = PILImage.open(io.BytesIO(buffer.getvalue()))
+    out = io.BytesIO()
+    image.convert("RGBA").quantize(colours, method=PILImage.Quantize.FASTOCTREE).save(
+        out, format="png", optimize=True)
+    return Image(data=out.getvalue(), format="png")
