@@ -967,3 +967,192 @@ def test_pages_without_a_calculator_load_no_calculator_files(site):
             assert found == calc_files, name
         else:
             assert found == set(), f"{name} loads {found}"
+
+
+# ------------------------------------------------------------------------------- the explorer
+# The explorer (book/_ext/cnnbook_explorer.py, book/_ext/static/explorer-app) on the chapter
+# "Inside the trained networks": TensorFlow.js in the browser against Keras, with WebGL (headless
+# Chromium's SwiftShader, which the `browser` fixture has) and without it (a second Chromium
+# launched with --disable-webgl, which must fall back to TensorFlow.js's CPU backend).
+EXPLORER_PAGE = "inside.html"
+EXPLORER_FILES = {"_static/explorer-app/explorer.js", "_static/explorer-app/explorer.css"}
+HEAVY = ("/vendor/tfjs/", "/_static/explorer/")  # TensorFlow.js and the models' export
+
+# every sample image through both models (logits), and every layer's activation shape for the
+# first one; started without waiting, so the two browsers compute at the same time
+EXPLORER_RUN = """() => { window.explorerRun = (async () => {
+  const api = window.cnnbookExplorer;
+  const response = await fetch('_static/explorer/samples.bin');
+  const samples = new Uint8Array(await response.arrayBuffer());
+  const n = 32 * 32 * 3;
+  const out = { logits: {}, shapes: {} };
+  for (const model of ['conv', 'pool']) {
+    out.logits[model] = [];
+    for (let i = 0; i < samples.length / n; i++) {
+      out.logits[model].push(await api.predict(model, samples.subarray(i * n, (i + 1) * n)));
+    }
+    out.shapes[model] = (await api.activations(model, samples.subarray(0, n))).map((a) => [a.name, a.shape, a.data.length]);
+  }
+  out.backend = api.backend;
+  return out;
+})(); }"""
+
+READ_SHOWN = """root => ({
+  state: root.dataset.state,
+  logits: Object.fromEntries(['conv', 'pool'].map((m) => [m,
+    [...root.querySelectorAll(`td[data-model="${m}"]`)].map((td) => Number(td.dataset.logit))])),
+  seen: Array.from(root.querySelector('.cnnbook-explorer__seen').getContext('2d')
+    .getImageData(0, 0, 32, 32).data),
+  caption: root.querySelector('.cnnbook-explorer__caption').textContent,
+  status: root.querySelector('.cnnbook-explorer__status').textContent,
+})"""
+
+
+def explorer_manifest(root: Path) -> dict:
+    return json.loads((root / "_static" / "explorer" / "manifest.json").read_text())
+
+
+def keras_models(root: Path, manifest: dict) -> dict:
+    """Both models rebuilt in Keras from the manifest's layer list (cnnbook.calc.to_keras) with
+    the exported weights: the reference, independent of the browser's code."""
+    import numpy as np
+
+    built = {}
+    for name, spec in manifest["models"].items():
+        model = calc.to_keras(spec["layers"], name=name)
+        blob = (root / "_static" / "explorer" / spec["weights"]["file"]).read_bytes()
+        per_layer: dict[str, list] = {}
+        for t in spec["weights"]["tensors"]:
+            array = np.frombuffer(blob, "<f4", t["bytes"] // 4, t["offset"]).reshape(t["shape"])
+            per_layer.setdefault(t["layer"], []).append(array)
+        for layer, arrays in per_layer.items():
+            model.get_layer(layer).set_weights(arrays)
+        built[name] = model
+    return built
+
+
+def wait_shown(v, caption_part: str):
+    v.page.wait_for_function(
+        """part => { const r = document.querySelector('.cnnbook-explorer');
+          return r.dataset.state === 'shown' && r.querySelector('.cnnbook-explorer__caption')
+            .textContent.includes(part); }""", arg=caption_part, timeout=120_000)
+    return v.page.locator("div.cnnbook-explorer").evaluate(READ_SHOWN)
+
+
+def test_explorer_page_is_light_until_used(site, visit):
+    """Only the explorer's page loads its two small files; TensorFlow.js and the models are not
+    requested until the reader starts it; without JavaScript a note says what the explorer is;
+    the skip link jumps past it."""
+    root, _ = site
+    for name in pages(root):
+        soup = BeautifulSoup((root / name).read_text(), "html.parser")
+        loaded = {re.sub(r"\?.*", "", tag.get("src") or tag.get("href") or "")
+                  for tag in soup.select("script[src], link[rel=stylesheet]")}
+        found = {f for f in loaded if "explorer" in f}
+        assert found == (EXPLORER_FILES if name == EXPLORER_PAGE else set()), name
+        assert bool(soup.select("div.cnnbook-explorer")) == (name == EXPLORER_PAGE), name
+    v = visit(EXPLORER_PAGE)
+    requested = v.page.evaluate("performance.getEntriesByType('resource').map((e) => e.name)")
+    assert not [u for u in requested if any(h in u for h in HEAVY)], requested
+    assert v.page.locator(".cnnbook-explorer__start").is_visible()
+    assert v.page.locator(".cnnbook-explorer__fallback").count() == 0  # the widget replaced it
+    skip = v.page.locator("a.cnnbook-explorer__skip")
+    skip.focus()
+    assert skip.is_visible()
+    v.page.keyboard.press("Enter")
+    assert v.page.evaluate("document.activeElement.className") == "cnnbook-explorer__after"
+    off = visit(EXPLORER_PAGE, javascript=False)
+    note = off.page.locator(".cnnbook-explorer__fallback")
+    assert note.is_visible() and "JavaScript" in note.inner_text()
+    assert v.problems == [] and off.problems == []
+
+
+def test_explorer_agrees_with_keras_with_and_without_webgl(site, browser, visit, tmp_path):
+    """For both models and all 100 sample images, TensorFlow.js's logits equal the Keras logits
+    of the export within 1e-4 and give the same class; every layer's activation shape is the
+    calculator's; an uploaded 32x32 PNG is seen pixel for pixel and gives the logits of Keras
+    (the models rebuilt from the manifest with cnnbook.calc.to_keras and the exported weights);
+    bad files get an inline message and the explorer keeps working; the started explorer passes
+    axe; no console error, failed request or request off the machine: in a browser with WebGL,
+    and in one without, which says it runs on the CPU backend."""
+    import numpy as np
+    from PIL import Image
+
+    root, base = site
+    manifest = explorer_manifest(root)
+    no_webgl = browser.browser_type.launch(executable_path=CHROMIUM, headless=True,
+                                           args=["--no-sandbox", "--disable-gpu", "--disable-webgl"])
+    try:
+        views = {"webgl": Visit(browser, base, EXPLORER_PAGE),
+                 "cpu": Visit(no_webgl, base, EXPLORER_PAGE)}
+        for v in views.values():
+            v.page.evaluate(EXPLORER_RUN)
+        keras = keras_models(root, manifest)  # while the browsers compute
+        rng = np.random.default_rng(14)
+        upload = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+        Image.fromarray(upload).save(tmp_path / "mine.png")
+        want_upload = {name: m(upload[None].astype("float32") / manifest["input_scale"]).numpy()[0]
+                       for name, m in keras.items()}
+        huge = tmp_path / "huge.png"
+        with open(huge, "wb") as f:
+            f.truncate(26 * 2**20)  # over the explorer's limit, refused before it is read
+        shapes = {name: [[row["layer"], list(row["shape"])] for row in
+                         calc.layer_rows(spec["layers"])[1:]]
+                  for name, spec in manifest["models"].items()}
+        for backend, v in views.items():
+            result = v.page.evaluate("() => window.explorerRun")
+            assert result["backend"] == backend
+            for name in ("conv", "pool"):
+                got = np.array(result["logits"][name])
+                want = np.array(manifest["samples"]["logits"][name])
+                assert got.shape == want.shape == (100, 10), (backend, name)
+                assert np.abs(got - want).max() <= 1e-4, (backend, name, np.abs(got - want).max())
+                assert (got.argmax(1) == want.argmax(1)).all(), (backend, name)
+                assert [[n, s] for n, s, _ in result["shapes"][name]] == shapes[name], (backend, name)
+                assert all(size == math.prod(s) for _, s, size in result["shapes"][name])
+            # the reader's own image, through the file picker
+            page, widget = v.page, v.page.locator("div.cnnbook-explorer")
+            page.set_input_files(".cnnbook-explorer__file", tmp_path / "mine.png")
+            shown = wait_shown(v, "mine.png")
+            seen = np.array(shown["seen"], dtype=np.uint8).reshape(32, 32, 4)
+            assert (seen[..., :3] == upload).all() and (seen[..., 3] == 255).all(), backend
+            for name, want in want_upload.items():
+                got = np.array(shown["logits"][name])
+                assert np.abs(got - want).max() <= 1e-4, (backend, name, got, want)
+                assert got.argmax() == want.argmax(), backend
+            words = {"webgl": "WebGL", "cpu": "CPU backend"}
+            assert words[backend] in shown["status"] and widget.get_attribute("data-backend") == backend
+            # bad files: an inline message each, and the explorer still works after them
+            error = page.locator(".cnnbook-explorer__error")
+            for file, message in (
+                    ({"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not a picture"},
+                     "notes.txt is not an image (text/plain)"),
+                    ({"name": "empty.png", "mimeType": "image/png", "buffer": b""}, "empty.png is empty."),
+                    ({"name": "broken.png", "mimeType": "image/png", "buffer": b"\x89PNG\r\n\x1a\nnot really"},
+                     "broken.png is not an image this browser can read."),
+                    (huge, "huge.png is 26.0\u00a0MiB; the explorer takes images up to 25.0\u00a0MiB.")):
+                page.set_input_files(".cnnbook-explorer__file", file)
+                error.wait_for(state="visible")
+                assert message in error.inner_text(), (backend, message)
+                assert widget.get_attribute("data-state") == "shown"
+            page.locator(".cnnbook-explorer__thumb").nth(57).click()  # a sample: shown, error gone
+            shown = wait_shown(v, "Sample 58 of 100")
+            label = manifest["samples"]["labels"][57]
+            assert f"true label \u201c{manifest['classes'][label]}\u201d" in shown["caption"]
+            assert error.is_hidden()
+            for name in ("conv", "pool"):
+                assert np.abs(np.array(shown["logits"][name])
+                              - manifest["samples"]["logits"][name][57]).max() <= 1e-4
+        # the started explorer, in both colour modes, passes axe (the CPU page)
+        page = views["cpu"].page
+        page.add_script_tag(content=AXE.read_text(encoding="utf-8"))
+        for scheme in ("light", "dark"):
+            page.emulate_media(color_scheme=scheme)
+            page.wait_for_function(f"document.documentElement.dataset.theme === '{scheme}'")
+            page.evaluate(SETTLED)
+            assert page.evaluate(AXE_RUN) == [], scheme
+        for backend, v in views.items():
+            assert v.problems == [], (backend, v.problems)
+            v.close()
+    finally:
+        no_webgl.close()

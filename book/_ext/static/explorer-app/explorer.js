@@ -178,12 +178,15 @@
         const model = buildModel(tf, spec, name);
         setWeights(tf, model, spec, buffer, name);
         const probe = tf.model({ inputs: model.inputs, outputs: model.layers.map((l) => l.output) });
+        const firstConv = spec.layers.find((L) => L.type === 'conv');
+        const record = firstConv && spec.weights.tensors.find((t) => t.layer === firstConv.name && t.name === 'kernel');
+        const kernel = record ? { record, data: new Float32Array(buffer.slice(record.offset, record.offset + record.bytes)) } : null;
         const shapes = model.layers.map((l) => l.outputShape.slice(1));
         const want = spec.shapes.slice(1);
         if (JSON.stringify(shapes) !== JSON.stringify(want)) {
           throw new ExplorerError(`${name}: the layers' output shapes in TensorFlow.js (${shapes.map(shapeText).join(', ')}) differ from the calculator's (${want.map(shapeText).join(', ')}).`);
         }
-        models[name] = { spec, model, probe };
+        models[name] = { spec, model, probe, kernel };
       }
       progress(`Loading the sample images (${mib(loaded)} of ${mib(total)})\u2026`);
       const samples = new Uint8Array(await checked(await fetchBytes(new URL(manifest.samples.file, DATA), 'The sample images'), manifest.samples, manifest.samples.file));
@@ -431,13 +434,14 @@
     }
 
     async ready() {
-      if (state) return state;
+      if (this.built) return state;
       this.root.dataset.state = 'loading';
       this.start.disabled = true;
       this.status.classList.add('cnnbook-explorer__status--busy');
       try {
         const s = await load((text) => { this.status.textContent = text; });
-        this.build(s);
+        if (!this.built) this.build(s); // once, even when two uses overlap
+        this.built = true;
         return s;
       } catch (err) {
         this.root.dataset.state = 'error';
@@ -504,6 +508,7 @@
       this.grid = el('div', { class: 'cnnbook-explorer__grid', role: 'radiogroup', 'aria-label': 'Sample test images, one row per class' });
       this.thumbs = [];
       const thumb = document.createElement('canvas');
+      thumb.getContext('2d', { willReadFrequently: true }); // read back 100 times (toDataURL)
       const n = SIZE * SIZE * 3;
       const perRow = Math.max(1, Math.round(m.samples.count / m.classes.length));
       for (let i = 0; i < m.samples.count; i++) {
@@ -525,6 +530,7 @@
 
       // what the network sees
       this.seen = el('canvas', { class: 'cnnbook-explorer__seen', role: 'img', 'aria-label': 'The 32 by 32 image the networks see' });
+      this.seen.getContext('2d', { willReadFrequently: true }); // small, and readable as it is shown
       this.caption = el('p', { class: 'cnnbook-explorer__caption' });
       const seenBox = el('figure', { class: 'cnnbook-explorer__seenbox' }, this.seen,
         el('figcaption', {}, el('strong', {}, `What the networks see: ${SIZE}\u00d7${SIZE} pixels.`), ' ', this.caption));
@@ -584,15 +590,13 @@
     // one figure per convolution and pooling layer of the chosen model, and the first filters
     drawLayers(s) {
       const m = s.models[this.model];
-      const { layers, shapes, weights } = m.spec;
+      const { layers, shapes } = m.spec;
       this.layers.textContent = '';
       this.maps = {};
-      const first = layers.findIndex((L) => L.type === 'conv');
       const blocks = [];
-      if (first > 0) {
-        const L = layers[first];
-        const record = weights.tensors.find((t) => t.layer === L.name && t.name === 'kernel');
-        const kernel = m.model.getLayer(L.name).getWeights()[0].dataSync();
+      if (m.kernel) {
+        const { record, data: kernel } = m.kernel;
+        const L = { name: record.layer };
         const canvas = el('canvas', { class: 'cnnbook-explorer__filters', role: 'img', 'aria-label': `The ${record.shape[3]} filters of ${L.name}, ${record.shape[0]} by ${record.shape[1]} pixels each, as colour patches` });
         drawFilters(canvas, kernel, record.shape);
         blocks.push(el('figure', { class: 'cnnbook-explorer__layer' }, canvas,
