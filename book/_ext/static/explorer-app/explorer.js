@@ -388,7 +388,6 @@
       this.model = 'conv';
       this.sample = null;
       this.pixels = null;
-      this.run = 0;
       root.textContent = '';
       root.classList.add('cnnbook-explorer--js');
       this.status = el('p', { class: 'cnnbook-explorer__status', role: 'status', 'aria-live': 'polite' });
@@ -492,7 +491,7 @@
     build(s) {
       const m = s.manifest;
       const names = Object.keys(s.models);
-      const where = s.backend === 'webgl' ? 'WebGL (your graphics processor)' : 'the CPU backend (this browser offers no WebGL)';
+      const where = s.backend === 'webgl' ? 'its WebGL backend' : 'its CPU backend (this browser offers no WebGL)';
       this.status.textContent = `Loaded in ${s.seconds.toFixed(1)}\u00a0s. TensorFlow.js ${s.tf.version.tfjs} runs the models with ${where}.`;
       this.root.dataset.backend = s.backend;
       this.start.hidden = true;
@@ -615,28 +614,44 @@
         `${m.spec.title}: the first layer\u2019s filters, then every convolution and pooling layer\u2019s output. Dark violet is zero, yellow the layer\u2019s largest value for this image.`), ...blocks);
     }
 
+    // The image is shown at once; the models run on the latest choice only (a reader who
+    // moves through the samples with the arrow keys does not queue one run per image).
     async show(pixels, caption, label) {
-      const s = state;
-      const run = ++this.run;
-      const t0 = performance.now();
       this.pixels = pixels;
       this.label = label;
-      this.root.dataset.state = 'running';
       drawPixels(this.seen, pixels);
       this.caption.textContent = caption;
+      this.pending = { pixels, label, model: this.model, t0: performance.now() };
+      this.root.dataset.state = 'running';
+      if (this.busy) return;
+      this.busy = true;
+      try {
+        while (this.pending) {
+          const job = this.pending;
+          this.pending = null;
+          if (!(await this.compute(job))) { this.pending = null; return; }
+        }
+        this.root.dataset.state = 'shown';
+      } finally {
+        this.busy = false;
+      }
+    }
+
+    async compute(job) {
+      const s = state;
       const names = Object.keys(s.models);
       let logits; let acts;
       try {
-        acts = await runActivations(s, this.model, pixels);
+        acts = await runActivations(s, job.model, job.pixels);
         logits = {};
-        for (const nm of names) logits[nm] = nm === this.model ? Array.from(acts[acts.length - 1].data) : await runLogits(s, nm, pixels);
+        for (const nm of names) logits[nm] = nm === job.model ? Array.from(acts[acts.length - 1].data) : await runLogits(s, nm, job.pixels);
       } catch (err) {
         this.root.dataset.state = 'error';
         this.showError(`The models could not run: ${err.message}`);
         console.error(err);
-        return;
+        return false;
       }
-      if (run !== this.run) return; // a newer choice took over
+      if (this.pending) return true; // a newer choice is waiting: draw that one
       names.forEach((nm) => {
         const p = softmax(logits[nm]);
         const best = p.indexOf(Math.max(...p));
@@ -649,7 +664,7 @@
         });
       });
       this.rows.forEach((row, k) => {
-        const on = label !== null && label === k;
+        const on = job.label !== null && job.label === k;
         row.classList.toggle('cnnbook-explorer__true', on);
         const th = row.querySelector('th');
         th.textContent = `${s.manifest.classes[k]}${on ? ' \u2713' : ''}`;
@@ -663,12 +678,12 @@
           continue;
         }
         const top = drawMaps(shown.canvas, a.shape, a.data);
-        shown.note.textContent = ` (largest value ${top.toPrecision(3)})`;
+        shown.note.textContent = top > 0 ? ` (largest value ${top.toPrecision(3)})` : ' (all zero for this image)';
       }
-      const ms = performance.now() - t0;
-      this.root.dataset.state = 'shown';
+      const ms = performance.now() - job.t0;
       this.root.dataset.ms = ms.toFixed(1);
       this.root.dispatchEvent(new CustomEvent('cnnbook-explorer-shown', { detail: { ms } }));
+      return true;
     }
   }
 
