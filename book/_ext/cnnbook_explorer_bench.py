@@ -162,7 +162,17 @@ def screenshots(browser, folder: Path) -> None:
                 "document.querySelector('.cnnbook-explorer').dataset.state === 'shown'")
             page.evaluate("document.fonts.ready")
             path = folder / f"explorer-{tag}-{scheme}.png"
-            page.locator(".cnnbook-explorer-place").screenshot(path=str(path))
+            # a viewport as tall as the explorer, scrolled so that it starts below the theme's
+            # sticky header: the whole explorer in one screenshot
+            place = page.locator(".cnnbook-explorer-place")
+            height = place.bounding_box()["height"]
+            page.set_viewport_size({"width": width, "height": int(height) + 200})
+            page.evaluate("(el) => window.scrollTo(0, el.getBoundingClientRect().top + window.scrollY - 100)",
+                          place.element_handle())
+            box = place.bounding_box()
+            page.screenshot(path=str(path), clip={"x": max(0, box["x"] - 8), "y": box["y"] - 8,
+                                                  "width": min(width, box["width"] + 16),
+                                                  "height": box["height"] + 16})
             print(f"wrote {path}" + (f" (problems: {problems})" if problems else ""))
             context.close()
 

@@ -497,7 +497,7 @@
       this.start.hidden = true;
       const parts = [];
       if (m.preview) {
-        const acc = names.map((n) => `${s.models[n].spec.title}: ${percent(s.models[n].spec.test_accuracy)}`).join('; ');
+        const acc = names.map((n) => `${percent(s.models[n].spec.test_accuracy)} for ${s.models[n].spec.title}`).join(', ');
         const images = s.models[names[0]].spec.provenance.train_images;
         parts.push(el('p', { class: 'cnnbook-explorer__preview' },
           el('strong', {}, 'Preview models. '),
@@ -546,7 +546,7 @@
         el('thead', {}, head), el('tbody', {}, ...this.rows));
 
       // the chosen model's layers
-      const choice = el('fieldset', { class: 'cnnbook-explorer__choice' }, el('legend', {}, 'Layers of'));
+      const choice = el('fieldset', { class: 'cnnbook-explorer__choice' }, el('legend', {}, 'Filters and feature maps of'));
       names.forEach((nm) => {
         const radio = el('input', { type: 'radio', name: `${this.id}-model`, value: nm, id: `${this.id}-model-${nm}`, checked: nm === this.model });
         radio.addEventListener('change', () => { if (radio.checked) this.chooseModel(nm); });
