@@ -1,7 +1,8 @@
 """The built site in a real browser: every page loads cleanly and offline, passes axe-core's
 accessibility checks in light and dark mode, and the calculators (book/_ext/static/calc, placed
 by book/_ext/cnnbook_calc.py) give exactly the Python calculators' numbers and messages, show the
-build's numbers without JavaScript, and load on their own pages only.
+build's numbers without JavaScript, and load on their own pages only; the explorer
+(book/_ext/cnnbook_explorer.py) gives Keras's logits with WebGL and without it.
 
 Headless Chromium (Debian's, which .ci/run installs, or $CHROMIUM) driven by Playwright,
 against the session's quick build (``built_book`` in conftest.py) served on 127.0.0.1.
@@ -22,8 +23,10 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 from bs4 import BeautifulSoup
+from PIL import Image
 from playwright.sync_api import sync_playwright
 
 from cnnbook import calc, report
@@ -1008,6 +1011,32 @@ READ_SHOWN = """root => ({
 })"""
 
 
+EXPLORER_TEST = "test_explorer_agrees_with_keras_with_and_without_webgl"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def explorer_runs(request):
+    """The heavy part of the explorer's test, started with this module's first test: a page in
+    the browser with WebGL and one in a browser without it each put the 100 sample images through
+    both models, in the browsers' own processes, while the other tests run; the explorer's test,
+    the module's last, reads their results. Nothing starts when that test is not selected."""
+    if not any(item.name == EXPLORER_TEST for item in request.session.items):
+        yield None
+        return
+    browser = request.getfixturevalue("browser")
+    _, base = request.getfixturevalue("site")
+    no_webgl = browser.browser_type.launch(executable_path=CHROMIUM, headless=True,
+                                           args=["--no-sandbox", "--disable-gpu", "--disable-webgl"])
+    views = {"webgl": Visit(browser, base, EXPLORER_PAGE),
+             "cpu": Visit(no_webgl, base, EXPLORER_PAGE)}
+    for v in views.values():
+        v.page.evaluate(EXPLORER_RUN)
+    yield views
+    for v in views.values():
+        v.close()
+    no_webgl.close()
+
+
 def explorer_manifest(root: Path) -> dict:
     return json.loads((root / "_static" / "explorer" / "manifest.json").read_text())
 
@@ -1015,8 +1044,6 @@ def explorer_manifest(root: Path) -> dict:
 def keras_models(root: Path, manifest: dict) -> dict:
     """Both models rebuilt in Keras from the manifest's layer list (cnnbook.calc.to_keras) with
     the exported weights: the reference, independent of the browser's code."""
-    import numpy as np
-
     built = {}
     for name, spec in manifest["models"].items():
         model = calc.to_keras(spec["layers"], name=name)
@@ -1067,7 +1094,7 @@ def test_explorer_page_is_light_until_used(site, visit):
     assert v.problems == [] and off.problems == []
 
 
-def test_explorer_agrees_with_keras_with_and_without_webgl(site, browser, visit, tmp_path):
+def test_explorer_agrees_with_keras_with_and_without_webgl(site, explorer_runs, tmp_path):
     """For both models and all 100 sample images, TensorFlow.js's logits equal the Keras logits
     of the export within 1e-4 and give the same class; every layer's activation shape is the
     calculator's; an uploaded 32x32 PNG is seen pixel for pixel and gives the logits of Keras
@@ -1075,84 +1102,72 @@ def test_explorer_agrees_with_keras_with_and_without_webgl(site, browser, visit,
     bad files get an inline message and the explorer keeps working; the started explorer passes
     axe; no console error, failed request or request off the machine: in a browser with WebGL,
     and in one without, which says it runs on the CPU backend."""
-    import numpy as np
-    from PIL import Image
-
-    root, base = site
+    root, _ = site
     manifest = explorer_manifest(root)
-    no_webgl = browser.browser_type.launch(executable_path=CHROMIUM, headless=True,
-                                           args=["--no-sandbox", "--disable-gpu", "--disable-webgl"])
-    try:
-        views = {"webgl": Visit(browser, base, EXPLORER_PAGE),
-                 "cpu": Visit(no_webgl, base, EXPLORER_PAGE)}
-        for v in views.values():
-            v.page.evaluate(EXPLORER_RUN)
-        keras = keras_models(root, manifest)  # while the browsers compute
-        rng = np.random.default_rng(14)
-        upload = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
-        Image.fromarray(upload).save(tmp_path / "mine.png")
-        want_upload = {name: m(upload[None].astype("float32") / manifest["input_scale"]).numpy()[0]
-                       for name, m in keras.items()}
-        huge = tmp_path / "huge.png"
-        with open(huge, "wb") as f:
-            f.truncate(26 * 2**20)  # over the explorer's limit, refused before it is read
-        shapes = {name: [[row["layer"], list(row["shape"])] for row in
-                         calc.layer_rows(spec["layers"])[1:]]
-                  for name, spec in manifest["models"].items()}
-        for backend, v in views.items():
-            result = v.page.evaluate("() => window.explorerRun")
-            assert result["backend"] == backend
-            for name in ("conv", "pool"):
-                got = np.array(result["logits"][name])
-                want = np.array(manifest["samples"]["logits"][name])
-                assert got.shape == want.shape == (100, 10), (backend, name)
-                assert np.abs(got - want).max() <= 1e-4, (backend, name, np.abs(got - want).max())
-                assert (got.argmax(1) == want.argmax(1)).all(), (backend, name)
-                assert [[n, s] for n, s, _ in result["shapes"][name]] == shapes[name], (backend, name)
-                assert all(size == math.prod(s) for _, s, size in result["shapes"][name])
-            # the reader's own image, through the file picker
-            page, widget = v.page, v.page.locator("div.cnnbook-explorer")
-            page.set_input_files(".cnnbook-explorer__file", tmp_path / "mine.png")
-            shown = wait_shown(v, "mine.png")
-            seen = np.array(shown["seen"], dtype=np.uint8).reshape(32, 32, 4)
-            assert (seen[..., :3] == upload).all() and (seen[..., 3] == 255).all(), backend
-            for name, want in want_upload.items():
-                got = np.array(shown["logits"][name])
-                assert np.abs(got - want).max() <= 1e-4, (backend, name, got, want)
-                assert got.argmax() == want.argmax(), backend
-            words = {"webgl": "WebGL", "cpu": "CPU backend"}
-            assert words[backend] in shown["status"] and widget.get_attribute("data-backend") == backend
-            # bad files: an inline message each, and the explorer still works after them
-            error = page.locator(".cnnbook-explorer__error")
-            for file, message in (
-                    ({"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not a picture"},
-                     "notes.txt is not an image (text/plain)"),
-                    ({"name": "empty.png", "mimeType": "image/png", "buffer": b""}, "empty.png is empty."),
-                    ({"name": "broken.png", "mimeType": "image/png", "buffer": b"\x89PNG\r\n\x1a\nnot really"},
-                     "broken.png is not an image this browser can read."),
-                    (huge, "huge.png is 26.0\u00a0MiB; the explorer takes images up to 25.0\u00a0MiB.")):
-                page.set_input_files(".cnnbook-explorer__file", file)
-                error.wait_for(state="visible")
-                assert message in error.inner_text(), (backend, message)
-                assert widget.get_attribute("data-state") == "shown"
-            page.locator(".cnnbook-explorer__thumb").nth(57).click()  # a sample: shown, error gone
-            shown = wait_shown(v, "Sample 58 of 100")
-            label = manifest["samples"]["labels"][57]
-            assert f"true label \u201c{manifest['classes'][label]}\u201d" in shown["caption"]
-            assert error.is_hidden()
-            for name in ("conv", "pool"):
-                assert np.abs(np.array(shown["logits"][name])
-                              - manifest["samples"]["logits"][name][57]).max() <= 1e-4
-        # the started explorer, in both colour modes, passes axe (the CPU page)
-        page = views["cpu"].page
-        page.add_script_tag(content=AXE.read_text(encoding="utf-8"))
-        for scheme in ("light", "dark"):
-            page.emulate_media(color_scheme=scheme)
-            page.wait_for_function(f"document.documentElement.dataset.theme === '{scheme}'")
-            page.evaluate(SETTLED)
-            assert page.evaluate(AXE_RUN) == [], scheme
-        for backend, v in views.items():
-            assert v.problems == [], (backend, v.problems)
-            v.close()
-    finally:
-        no_webgl.close()
+    views = explorer_runs  # computing since the module's first test
+    keras = keras_models(root, manifest)
+    rng = np.random.default_rng(14)
+    upload = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+    Image.fromarray(upload).save(tmp_path / "mine.png")
+    want_upload = {name: m(upload[None].astype("float32") / manifest["input_scale"]).numpy()[0]
+                   for name, m in keras.items()}
+    huge = tmp_path / "huge.png"
+    with open(huge, "wb") as f:
+        f.truncate(26 * 2**20)  # over the explorer's limit, refused before it is read
+    shapes = {name: [[row["layer"], list(row["shape"])] for row in
+                     calc.layer_rows(spec["layers"])[1:]]
+              for name, spec in manifest["models"].items()}
+    for backend, v in views.items():
+        result = v.page.evaluate("() => window.explorerRun")
+        assert result["backend"] == backend
+        for name in ("conv", "pool"):
+            got = np.array(result["logits"][name])
+            want = np.array(manifest["samples"]["logits"][name])
+            assert got.shape == want.shape == (100, 10), (backend, name)
+            assert np.abs(got - want).max() <= 1e-4, (backend, name, np.abs(got - want).max())
+            assert (got.argmax(1) == want.argmax(1)).all(), (backend, name)
+            assert [[n, s] for n, s, _ in result["shapes"][name]] == shapes[name], (backend, name)
+            assert all(size == math.prod(s) for _, s, size in result["shapes"][name])
+        # the reader's own image, through the file picker
+        page, widget = v.page, v.page.locator("div.cnnbook-explorer")
+        page.set_input_files(".cnnbook-explorer__file", tmp_path / "mine.png")
+        shown = wait_shown(v, "mine.png")
+        seen = np.array(shown["seen"], dtype=np.uint8).reshape(32, 32, 4)
+        assert (seen[..., :3] == upload).all() and (seen[..., 3] == 255).all(), backend
+        for name, want in want_upload.items():
+            got = np.array(shown["logits"][name])
+            assert np.abs(got - want).max() <= 1e-4, (backend, name, got, want)
+            assert got.argmax() == want.argmax(), backend
+        words = {"webgl": "WebGL", "cpu": "CPU backend"}
+        assert words[backend] in shown["status"] and widget.get_attribute("data-backend") == backend
+        # bad files: an inline message each, and the explorer still works after them
+        error = page.locator(".cnnbook-explorer__error")
+        for file, message in (
+                ({"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not a picture"},
+                 "notes.txt is not an image (text/plain)"),
+                ({"name": "empty.png", "mimeType": "image/png", "buffer": b""}, "empty.png is empty."),
+                ({"name": "broken.png", "mimeType": "image/png", "buffer": b"\x89PNG\r\n\x1a\nnot really"},
+                 "broken.png is not an image this browser can read."),
+                (huge, "huge.png is 26.0\u00a0MiB; the explorer takes images up to 25.0\u00a0MiB.")):
+            page.set_input_files(".cnnbook-explorer__file", file)
+            error.wait_for(state="visible")
+            assert message in error.inner_text(), (backend, message)
+            assert widget.get_attribute("data-state") == "shown"
+        page.locator(".cnnbook-explorer__thumb").nth(57).click()  # a sample: shown, error gone
+        shown = wait_shown(v, "Sample 58 of 100")
+        label = manifest["samples"]["labels"][57]
+        assert f"true label \u201c{manifest['classes'][label]}\u201d" in shown["caption"]
+        assert error.is_hidden()
+        for name in ("conv", "pool"):
+            assert np.abs(np.array(shown["logits"][name])
+                          - manifest["samples"]["logits"][name][57]).max() <= 1e-4
+    # the started explorer, in both colour modes, passes axe (the CPU page)
+    page = views["cpu"].page
+    page.add_script_tag(content=AXE.read_text(encoding="utf-8"))
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        page.wait_for_function(f"document.documentElement.dataset.theme === '{scheme}'")
+        page.evaluate(SETTLED)
+        assert page.evaluate(AXE_RUN) == [], scheme
+    for backend, v in views.items():
+        assert v.problems == [], (backend, v.problems)
