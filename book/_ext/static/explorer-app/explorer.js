@@ -456,7 +456,10 @@
 
     async begin() {
       const s = await this.ready();
-      if (s && this.pixels === null) await this.chooseSample(0);
+      if (!s) return;
+      // the start button is gone: the keyboard goes on from the sample images
+      if (document.activeElement === this.start || document.activeElement === document.body) this.thumbs[0].focus();
+      if (this.pixels === null) await this.chooseSample(0);
     }
 
     async useFile(file) {
