@@ -513,6 +513,7 @@
       thumb.getContext('2d', { willReadFrequently: true }); // read back 100 times (toDataURL)
       const n = SIZE * SIZE * 3;
       const perRow = Math.max(1, Math.round(m.samples.count / m.classes.length));
+      // (class dark-light: the theme leaves them undimmed in dark mode, as the networks see them)
       for (let i = 0; i < m.samples.count; i++) {
         drawPixels(thumb, s.samples.subarray(i * n, (i + 1) * n));
         const cls = m.classes[m.samples.labels[i]];
@@ -520,7 +521,7 @@
           type: 'button', role: 'radio', 'aria-checked': 'false', tabindex: i === 0 ? '0' : '-1',
           class: 'cnnbook-explorer__thumb', 'data-index': String(i), 'aria-label': `${cls}, sample ${(i % perRow) + 1}`,
           onclick: () => this.chooseSample(i),
-        }, el('img', { src: thumb.toDataURL(), alt: '', width: SIZE, height: SIZE }));
+        }, el('img', { src: thumb.toDataURL(), alt: '', width: SIZE, height: SIZE, class: 'dark-light' }));
         b.addEventListener('keydown', (e) => this.gridKey(e, i, perRow));
         this.thumbs.push(b);
         this.grid.append(b);
