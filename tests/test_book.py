@@ -478,6 +478,8 @@ def test_max_pooling_exercise_one_can_be_done_and_its_numbers_are_keras(built_bo
     repaired = model("same")
     side = repaired.layers[-4].output.shape[1]
     assert f"receives a {side}x{side} map" in text
+    assert ("Keras refuses to build the model, saying that its output size would be zero or "
+            "negative") in text
     assert f"the whole model {repaired.count_params():,}" in text
     assert f"first dense layer has {repaired.layers[-2].count_params():,} parameters" in text
     assert "window of k pixels" in text and "window of p pixels" not in text
