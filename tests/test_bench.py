@@ -177,7 +177,8 @@ def test_reduced_benchmark_end_to_end(reduced_bench, built_book):
     results, printed, _ = reduced_bench
     cache = Path(built_book[1]["CNNBOOK_CACHE"])
     assert "peak (matmul, best of before, between and after)" in printed
-    assert results["mode"] == "reduced" and results["date"].startswith("20")
+    assert results["mode"] == "reduced, 2 rounds of 10 images per class"  # tests/conftest.py
+    assert results["settings"]["rounds"] == 2 and results["date"].startswith("20")
     assert {"tensorflow", "keras", "numpy", "jupyter-book"} <= set(results["machine"]["versions"])
     assert results["machine"]["cores"] >= 1 and results["machine"]["cpu"]
     load, limit = results["load_average_at_start"], results["busy_threshold"]
@@ -185,7 +186,7 @@ def test_reduced_benchmark_end_to_end(reduced_bench, built_book):
     assert ("BUSY run" in printed) == results["busy"]
 
     training = results["training"]
-    assert (training["train_images"], training["validation_images"]) == (250, 50)
+    assert (training["train_images"], training["validation_images"]) == (100, 20)
     native = results["machine"]["bfloat16"]["native"]
     dtypes = {"float32", "bfloat16"} if native else {"float32"}
     assert set(training["peak_flops"]) == dtypes
@@ -205,7 +206,7 @@ def test_reduced_benchmark_end_to_end(reduced_bench, built_book):
             {"book_bf16"} if native else set())
         for row in entry["paths"].values():
             assert len(row["seconds"]) == training["rounds"] and min(row["seconds"]) > 0
-            assert row["images_per_second"] == pytest.approx(250 / row["median_seconds"])
+            assert row["images_per_second"] == pytest.approx(100 / row["median_seconds"])
             assert 0 < row["percent_of_peak"] <= 100  # of the peak of its own precision
         ratios = entry["ratios"]
         assert ratios["book_f32_vs_assignment_f64"] == pytest.approx(
@@ -229,3 +230,14 @@ def test_reduced_benchmark_end_to_end(reduced_bench, built_book):
     assert 0 < site["heaviest_page"]["bytes"] < site["total_bytes"]
     assert site["largest_image"]["file"].endswith(".png") and site["largest_image"]["bytes"] > 0
     assert results["bench_seconds"] > 0
+
+
+def test_rounds_and_epoch_size_can_be_overridden_and_the_mode_says_so():
+    custom = bench.with_overrides(bench.REDUCED, rounds=2, train_per_class=10)
+    assert (custom.rounds, custom.train_per_class, custom.test_per_class) == (2, 10, 2)
+    assert custom.name == "reduced, 2 rounds of 10 images per class"
+    assert custom.matmul_size == bench.REDUCED.matmul_size and not custom.variants
+    assert bench.with_overrides(bench.FULL) is bench.FULL
+    for bad in ({"rounds": 0}, {"rounds": True}, {"train_per_class": 4}, {"rounds": 2.5}):
+        with pytest.raises(bench.BenchError, match="whole number"):
+            bench.with_overrides(bench.REDUCED, **bad)

@@ -43,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
         "the book, and the built site's weight. Writes one JSON file.")
     b.add_argument("--reduced", action="store_true",
                    help="fewer images and rounds, no extra variants (a few minutes on 2 cores)")
+    b.add_argument("--rounds", type=int, metavar="N",
+                   help="measured epochs per training path (default: 3 reduced, 7 full)")
+    b.add_argument("--train-per-class", type=int, metavar="N",
+                   help="training images per class in a measured epoch, 5 to 5,000 (default: "
+                   "25 reduced, 50 full; validation is a fifth of it); the results' mode says "
+                   "when --rounds or this was given")
     b.add_argument("--out", metavar="FILE", default="bench-results.json",
                    help="where to write the JSON (default: %(default)s; the book shows "
                    "book/_static/bench/latest.json)")
@@ -108,7 +114,9 @@ def _bench(args) -> int:
     from . import bench, data
 
     try:
-        results = bench.run(bench.REDUCED if args.reduced else bench.FULL, out=args.out,
+        settings = bench.with_overrides(bench.REDUCED if args.reduced else bench.FULL,
+                                        rounds=args.rounds, train_per_class=args.train_per_class)
+        results = bench.run(settings, out=args.out,
                             book=args.book, data_source=args.data, cache_dir=args.cache_dir,
                             builds=not args.no_builds, built=args.built,
                             allow_busy=args.allow_busy, workdir=args.workdir)

@@ -70,6 +70,30 @@ class Settings:
 FULL = Settings("full", 50, 10, 7, 4096, 5, 2, True, 3)
 REDUCED = Settings("reduced", 25, 5, 3, 2048, 3, 1, False, 1)
 
+
+def with_overrides(settings: Settings, *, rounds: int | None = None,
+                   train_per_class: int | None = None) -> Settings:
+    """``settings`` with fewer or more measured rounds, or another epoch size (validation keeps the
+    full profile's 5:1 ratio); the name says so, so results are never taken for the plain mode."""
+    from dataclasses import replace
+
+    changes = {}
+    if rounds is not None:
+        if isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= 100:
+            raise BenchError(f"rounds must be a whole number from 1 to 100, not {rounds!r}.")
+        changes["rounds"] = rounds
+    if train_per_class is not None:
+        if isinstance(train_per_class, bool) or not isinstance(train_per_class, int) \
+                or not 5 <= train_per_class <= 5000:
+            raise BenchError("train_per_class must be a whole number from 5 to 5,000, not "
+                             f"{train_per_class!r}.")
+        changes.update(train_per_class=train_per_class, test_per_class=train_per_class // 5)
+    if not changes:
+        return settings
+    new = replace(settings, **changes)
+    return replace(new, name=f"{settings.name}, {new.rounds} rounds of "
+                             f"{new.train_per_class} images per class")
+
 # A run is busy when the 1-minute load average at its start is above this, per 4 cores (at least
 # 1.0): on 2 cores, one other busy process already takes half the machine.
 BUSY_LOAD = 1.0
