@@ -185,11 +185,7 @@ def activity(maps: dict[str, np.ndarray]) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------------- export
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return _train._file_record(path)["sha256"]  # the run cache's own check of a file
 
 
 def _run_identity(result: _train.RunResult) -> dict:
