@@ -185,8 +185,8 @@ def read_model(widget) -> dict:
 def expected_shown(layers, **kwargs) -> dict:
     want = python_model(layers, **kwargs)
     want["totals"] = {k: want["totals"][k] for k in
-                      ("params", "weights", "biases", "activations", "activation_bytes", "macs",
-                       "flops", "param_bytes", "output")}
+                      ("params", "weights", "biases", "non_trainable", "activations",
+                       "activation_bytes", "macs", "flops", "param_bytes", "output")}
     return want
 
 
@@ -482,10 +482,13 @@ def random_architecture(rng: random.Random, *, dom: bool = False) -> list[dict]:
     h, w, c = rng.randint(4, 24), rng.randint(4, 24), rng.randint(1, 6)
     layers = [{"type": "input", "name": "input", "shape": [h, w, c]}]
     for i in range(rng.randint(1, 4)):
-        kind = rng.choice(["conv", "conv", "maxpool", "lrn"])
+        kind = rng.choice(["conv", "conv", "maxpool", "lrn", "batchnorm", "dropout"])
         name = {} if dom else {"name": f"l{i}"}
         if kind == "lrn":
             layers.append({"type": "lrn", **name, "size": rng.choice([3, 5])})
+        elif kind in ("batchnorm", "dropout"):  # the widget has no field for a dropout's rate
+            rate = {"rate": rng.choice([0, 0.2, 0.5])} if kind == "dropout" and not dom else {}
+            layers.append({"type": kind, **name, **rate})
         else:
             padding = rng.choice(["valid", "same", 0, 1, 2])
             room = min(h, w) + (2 * padding if isinstance(padding, int) else 0)
@@ -499,9 +502,20 @@ def random_architecture(rng: random.Random, *, dom: bool = False) -> list[dict]:
             else:
                 layers.append({"type": "maxpool", **name, "pool": k, "stride": s, "padding": padding})
         h, w, c = calc.analyze(layers).table["shape"].iloc[-1]
-    if rng.random() < 0.5:
-        layers.append({"type": "flatten", **({} if dom else {"name": "flat"})})
+    head = rng.choice(["none", "flatten", "gap", "gap keepdims"])
+    if head != "none":
+        if head == "flatten":
+            layers.append({"type": "flatten", **({} if dom else {"name": "flat"})})
+        elif dom:  # the widget's global average pooling gives C values (keepdims off)
+            layers.append({"type": "gap"})
+        else:
+            layers.append({"type": "gap", "name": "gap", "keepdims": head == "gap keepdims"})
+            if head == "gap keepdims":
+                layers.append({"type": "flatten", "name": "flat"})
         for j in range(rng.randint(1, 2)):
+            if rng.random() < 0.5:
+                layers.append({"type": rng.choice(["batchnorm", "dropout"]),
+                               **({} if dom else {"name": f"x{j}"})})
             layers.append({"type": "dense", **({} if dom else {"name": f"fc{j}"}),
                            "units": rng.randint(1, 16), "bias": True if dom else rng.random() < 0.5})
     return layers
@@ -510,8 +524,8 @@ def random_architecture(rng: random.Random, *, dom: bool = False) -> list[dict]:
 def python_everything(case: dict) -> dict:
     layers, dtype = case["layers"], case["dtype"]
     summary = calc.analyze(layers, dtype)
-    numbers = ("weights", "biases", "params", "activations", "macs", "flops", "activation_bytes",
-               "param_bytes")
+    numbers = ("weights", "biases", "non_trainable", "params", "activations", "macs", "flops",
+               "activation_bytes", "param_bytes")
     table = [{**row, "shape": [int(d) for d in row["shape"]], **{k: str(int(row[k])) for k in numbers}}
              for row in summary.table.to_dict("records")]
     m = case["machine"]

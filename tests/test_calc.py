@@ -43,6 +43,84 @@ def test_cifar_presets_are_the_book_models(name, expected):
     assert summary.totals["output"] == "10"
 
 
+def keras_bn_model(front=(), block=None):
+    """A small model with the layer types of the book's improved CNNs: augmentation in a nested
+    Sequential, convolutions without bias, batch normalization, ReLU layers, global average
+    pooling and dropout."""
+    import keras
+    from keras import layers
+
+    block = block or [layers.Conv2D(16, 3, padding="same", use_bias=False),
+                      layers.BatchNormalization(), layers.ReLU()]
+    augment = keras.Sequential([layers.RandomFlip("horizontal"),
+                                layers.RandomTranslation(0.125, 0.125, fill_mode="reflect"),
+                                layers.RandomCrop(32, 32), layers.Rescaling(1 / 255)])
+    return keras.Sequential([keras.Input((32, 32, 3)), *front, augment, *block,
+                             layers.MaxPooling2D(), layers.Conv2D(32, 3, activation="relu"),
+                             layers.BatchNormalization(), layers.GlobalAveragePooling2D(),
+                             layers.Dropout(0.3), layers.Dense(10)])
+
+
+def test_batchnorm_gap_dropout_and_augmentation_agree_with_keras():
+    import keras
+
+    model = keras_bn_model()
+    specs = calc.from_keras(model)
+    assert [s["type"] for s in specs] == ["input", "conv", "batchnorm", "maxpool", "conv",
+                                          "batchnorm", "gap", "dropout", "dense"]
+    assert [s["name"] for s in specs[1:]] == ["conv1", "bn1", "pool1", "conv2", "bn2", "gap1",
+                                              "drop1", "fc1"]
+    summary = calc.analyze(specs)
+    assert summary.totals["params"] == model.count_params()
+    frozen = sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
+    assert summary.totals["non_trainable"] == frozen == 2 * (16 + 32)
+    shapes = [tuple(layer.output.shape[1:]) for layer in model.layers
+              if not isinstance(layer, (keras.Sequential, keras.layers.ReLU))]
+    assert list(summary.table["shape"][1:]) == shapes
+    bn1 = summary.table.set_index("layer").loc["bn1"]
+    assert (bn1["weights"], bn1["biases"], bn1["non_trainable"], bn1["params"]) == (16, 16, 32, 64)
+    assert bn1["macs"] == 0 and bn1["activations"] == 32 * 32 * 16
+    gap = summary.table.set_index("layer").loc["gap1"]
+    assert (gap["output"], gap["params"], gap["macs"], gap["activations"]) == ("32", 0, 0, 32)
+    assert calc_rows(specs) == keras_rows(specs)  # and built back by to_keras
+    assert "non_trainable" in summary.styled().to_html()
+    assert "non_trainable" not in calc.analyze(PRESETS["conv"]).styled().to_html()
+
+
+def test_batchnorm_values_get_no_gradient_or_optimizer_state():
+    specs = calc.from_keras(keras_bn_model())
+    summary = calc.analyze(specs)
+    trainable = summary.totals["params"] - summary.totals["non_trainable"]
+    memory = calc.training_memory(specs, batch_size=8, optimizer="adam")
+    assert memory["weights"] == 4 * summary.totals["params"]
+    assert memory["gradients"] == 4 * trainable and memory["optimizer state"] == 2 * 4 * trainable
+    i3 = calc.MACHINES["i3-540"]
+    est = calc.estimate_training(specs, i3, images=10, epochs=1, batch_size=10)
+    assert est["traffic_bytes"] == 10 * 4 * summary.totals["activations"] * 4 + 4 * (
+        2 * summary.totals["non_trainable"] + trainable * (6 + 2 * 2))
+
+
+def test_from_keras_refuses_what_it_cannot_count():
+    from keras import layers
+
+    cases = [
+        ([layers.Normalization()],  # adapted: its mean, variance and count are weights
+         "Normalization layer with 7 parameters; the calculator takes only preprocessing layers "
+         "without parameters"),
+        ([layers.RandomCrop(24, 24)], "RandomCrop changes the shape from 32x32x3 to 24x24x3"),
+        ([layers.PReLU()], "PReLU layers are not supported"),
+        ([layers.AveragePooling2D(1)], "AveragePooling2D layers are not supported"),
+    ]
+    for front, message in cases:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            calc.from_keras(keras_bn_model(front=front))
+    bn_axis1 = [layers.Conv2D(16, 3, padding="same"), layers.BatchNormalization(axis=1)]
+    no_gamma = [layers.Conv2D(16, 3, padding="same"), layers.BatchNormalization(scale=False)]
+    for block in (bn_axis1, no_gamma):
+        with pytest.raises(ValueError, match="only a batch normalization over the last axis"):
+            calc.from_keras(keras_bn_model(block=block))
+
+
 def test_assignment_alexnet_totals():
     totals = calc.analyze(PRESETS["alexnet"]).totals
     assert totals["params"] == 62_378_344
@@ -87,10 +165,14 @@ def architectures(draw):
     h, w, c = draw(st.integers(4, 24)), draw(st.integers(4, 24)), draw(st.integers(1, 6))
     layers = [{"type": "input", "name": "input", "shape": [h, w, c]}]
     for i in range(draw(st.integers(1, 4))):
-        kind = draw(st.sampled_from(["conv", "conv", "maxpool", "lrn"]))
+        kind = draw(st.sampled_from(["conv", "conv", "maxpool", "lrn", "batchnorm", "dropout"]))
         name = f"l{i}"
         if kind == "lrn":
             layers.append({"type": "lrn", "name": name, "size": draw(st.sampled_from([3, 5]))})
+            continue
+        if kind in ("batchnorm", "dropout"):
+            layers.append({"type": kind, "name": name, **({"rate": draw(st.sampled_from(
+                [0, 0.2, 0.5]))} if kind == "dropout" else {})})
             continue
         padding = draw(st.sampled_from(["valid", "same", 0, 1, 2]))
         room = min(h, w) + (2 * padding if isinstance(padding, int) else 0)
@@ -105,9 +187,18 @@ def architectures(draw):
             layers.append({"type": "maxpool", "name": name, "pool": k, "stride": s,
                            "padding": padding})
         h, w, c = calc.analyze(layers).table["shape"].iloc[-1]
-    if draw(st.booleans()):
-        layers.append({"type": "flatten", "name": "flat"})
+    head = draw(st.sampled_from(["none", "flatten", "gap", "gap keepdims"]))
+    if head != "none":
+        if head == "flatten":
+            layers.append({"type": "flatten", "name": "flat"})
+        else:
+            layers.append({"type": "gap", "name": "gap", "keepdims": head == "gap keepdims"})
+            if head == "gap keepdims":
+                layers.append({"type": "flatten", "name": "flat"})
         for j in range(draw(st.integers(1, 2))):
+            if draw(st.booleans()):
+                layers.append({"type": draw(st.sampled_from(["batchnorm", "dropout"])),
+                               "name": f"x{j}"})
             layers.append({"type": "dense", "name": f"fc{j}", "units": draw(st.integers(1, 16)),
                            "bias": draw(st.booleans())})
     return layers
@@ -154,7 +245,11 @@ def conv(**fields):
     ([INPUT, {"type": "maxpool", "name": "p", "pool": 40}], r"layer 1 \(p\): kernel 40 is larger"),
     ([INPUT, {"type": "flatten"}, {"type": "conv", "filters": 2, "kernel": 1}],
      r"layer 2 \(conv2\): a conv layer needs a height x width x channels input, got 3072"),
-    ([INPUT, {"type": "dropout"}], r"layer 1: unknown layer type 'dropout'"),
+    ([INPUT, {"type": "avgpool"}], r"layer 1: unknown layer type 'avgpool'"),
+    ([INPUT, {"type": "flatten"}, {"type": "gap"}],
+     r"layer 2 \(gap2\): a gap layer needs a height x width x channels input, got 3072"),
+    ([INPUT, {"type": "gap"}, {"type": "dense", "units": 10}, {"type": "dropout", "rate": 1}],
+     r"layer 3 \(dropout3\): rate must be a number from 0 to 1 \(1 excluded\), got 1\."),
     ([INPUT, {"type": "conv", "kernel": 3}], r"layer 1: a conv layer needs filters"),
     ([INPUT, conv(kernal=3)], r"layer 1: unknown field\(s\) kernal for a conv layer"),
     ([conv()], r"layer 0 \(c\): the first layer, and only the first, must be an input layer"),
@@ -437,9 +532,9 @@ REFUSED = [
     ("number shape", "analyze", (_layer(0, shape=8),), {},
      "layer 0 (input): shape must be [height, width, channels] or [features], got 8."),
     ("type list", "analyze", (_layer(1, type=["conv"]),), {},
-     "layer 1: unknown layer type ['conv']; use one of input, conv, maxpool, lrn, flatten, dense."),
+     "layer 1: unknown layer type ['conv']; use one of input, conv, maxpool, lrn, batchnorm, dropout, gap, flatten, dense."),
     ("type number", "analyze", (_layer(1, type=5),), {},
-     "layer 1: unknown layer type 5; use one of input, conv, maxpool, lrn, flatten, dense."),
+     "layer 1: unknown layer type 5; use one of input, conv, maxpool, lrn, batchnorm, dropout, gap, flatten, dense."),
     ("layer None", "analyze", ([TINY[0], None],), {},
      "layer 1: a layer must be a dict with a 'type', got None."),
     ("name number", "analyze", (_layer(1, name=5),), {}, "layer 1: name must be a string, got 5."),
@@ -458,13 +553,35 @@ REFUSED = [
     ("padding escapes", "analyze", (_layer(1, padding="a\\b\n\t\x00\xa0\u2028"),), {},
      "layer 1 (c): unknown padding 'a\\\\b\\n\\t\\x00\\xa0\\u2028'; use 'valid', 'same' or a whole number."),
     ("type with both quotes", "analyze", (_layer(1, type="it's \"x\""),), {},
-     "layer 1: unknown layer type 'it\\'s \"x\"'; use one of input, conv, maxpool, lrn, flatten, dense."),
+     "layer 1: unknown layer type 'it\\'s \"x\"'; use one of input, conv, maxpool, lrn, batchnorm, dropout, gap, flatten, dense."),
     ("optimizer with a quote", "training_memory", (TINY,), {"batch_size": 1, "optimizer": "adam's"},
      "Unknown optimizer \"adam's\"; use one of sgd, momentum, adam."),
     ("name astral", "analyze", (_layer(1, name=["\U000e0001", "\U0001f600"]),), {},
      "layer 1: name must be a string, got ['\\U000e0001', '\U0001f600']."),
     ("unknown fields by code point", "analyze", (_layer(3, **{"\U0001f600": 1, "\ue000": 2}),), {},
      "layer 3: unknown field(s) \ue000, \U0001f600 for a dense layer."),
+    # the layer types without a window: a dropout's rate, a global average pool's keepdims
+    ("dropout rate 1.5", "analyze", (TINY[:2] + [{"type": "dropout", "rate": 1.5}],), {},
+     "layer 2 (dropout2): rate must be a number from 0 to 1 (1 excluded), got 1.5."),
+    ("dropout rate -0.1", "analyze", (TINY[:2] + [{"type": "dropout", "rate": -0.1}],), {},
+     "layer 2 (dropout2): rate must be a number from 0 to 1 (1 excluded), got -0.1."),
+    ("dropout rate nan", "analyze", (TINY[:2] + [{"type": "dropout", "rate": NAN}],), {},
+     "layer 2 (dropout2): rate must be a number from 0 to 1 (1 excluded), got nan."),
+    ("dropout rate string", "analyze", (TINY[:2] + [{"type": "dropout", "rate": "0.5"}],), {},
+     "layer 2 (dropout2): rate must be a number from 0 to 1 (1 excluded), got '0.5'."),
+    ("dropout rate True", "analyze", (TINY[:2] + [{"type": "dropout", "rate": True}],), {},
+     "layer 2 (dropout2): rate must be a number from 0 to 1 (1 excluded), got True."),
+    ("dropout rate 0", "analyze", (TINY[:2] + [{"type": "dropout", "rate": 0}],), {}, None),
+    ("gap keepdims string", "analyze", (TINY[:2] + [{"type": "gap", "keepdims": "yes"}],), {},
+     "layer 2: keepdims must be True or False, got 'yes'."),
+    ("gap on a flat input", "analyze", (TINY[:3] + [{"type": "gap"}],), {},
+     "layer 3 (gap3): a gap layer needs a height x width x channels input, got 144."),
+    ("dense after gap", "analyze", (TINY[:2] + [{"type": "gap"}, TINY[3]],), {}, None),
+    ("dense after gap keepdims", "analyze",
+     (TINY[:2] + [{"type": "gap", "keepdims": True}, TINY[3]],), {},
+     "layer 3 (d): a dense layer needs a flat input but gets 1x1x4; add a flatten layer before it."),
+    ("batchnorm field", "analyze", (TINY[:2] + [{"type": "batchnorm", "size": 5}],), {},
+     "layer 2: unknown field(s) size for a batchnorm layer."),
     ("model a string", "analyze", ("conv",), {},
      "A model is a non-empty list of layer specs, starting with an input layer."),
     ("dtype list", "analyze", (TINY,), {"dtype": ["float32"]},

@@ -215,8 +215,10 @@ def model_fallback(preset: str) -> str:
     per_layer = _scroll(_table("Per layer, for one image",
                                ["Layer", "Output", "Parameters", "Activations", "MACs"], rows,
                                "cnnbook-calc__fallback-perlayer", foot), "Per-layer results")
-    labels = [("params", "Parameters (weights + biases)"), ("weights", "Weights"),
-              ("biases", "Biases"), ("activations", "Activations per image (values stored)"),
+    labels = [("params", "Parameters (all, as Keras counts them)"), ("weights", "Weights"),
+              ("biases", "Biases"),
+              ("non_trainable", "Non-trainable (batch norm's moving means and variances)"),
+              ("activations", "Activations per image (values stored)"),
               ("activation_bytes", "Activation memory per image"),
               ("macs", "Multiply-accumulates per image (forward)"),
               ("flops", "FLOPs per image (forward, 2 per MAC)"),

@@ -6,13 +6,24 @@ A model is a list of layer specs, plain dicts that JSON and the browser widgets 
     {"type": "conv", "filters": 96, "kernel": 11, "stride": 4, "padding": "valid", "groups": 1}
     {"type": "maxpool", "pool": 3, "stride": 2, "padding": "valid"}
     {"type": "lrn", "size": 5}
+    {"type": "batchnorm"}
+    {"type": "dropout", "rate": 0.5}
+    {"type": "gap", "keepdims": False}
     {"type": "flatten"}
     {"type": "dense", "units": 4096}
 
 ``padding`` is ``"valid"``, ``"same"`` (Keras's meaning) or a whole number of zeros added on every
-side. Conventions: one multiply-accumulate (MAC) counts as 2 FLOPs; MACs count the convolutions and
-dense layers only (pooling comparisons, normalization, biases and ReLUs add well under 1 %).
-Activations count the values a layer stores: the input counts, a flatten (a reshape) stores none.
+side. ``gap`` is global average pooling: the mean of each channel over the whole map, an output of
+C values (``keepdims``: 1x1xC, as Keras's ``keepdims=True``). ``batchnorm`` keeps the shape and has
+4 values per channel (of the last axis): gamma (counted as a weight) and beta (as a bias), which
+training learns, and the moving mean and variance, which it does not (the ``non_trainable``
+column); Keras's ``count_params`` counts all four, and so does ``params``. ``dropout`` keeps the
+shape and has no parameters (``rate`` only matters to :func:`to_keras`).
+
+Conventions: one multiply-accumulate (MAC) counts as 2 FLOPs; MACs count the convolutions and
+dense layers only (pooling comparisons, a global average's H x W x C additions, normalization,
+dropout, biases and ReLUs add well under 1 %). Activations count the values a layer stores: the
+input counts, a flatten (a reshape) stores none.
 """
 
 from __future__ import annotations
@@ -30,7 +41,7 @@ import pandas as pd
 
 DTYPE_BYTES = {"float64": 8, "float32": 4, "bfloat16": 2, "float16": 2, "int8": 1}
 OPTIMIZER_SLOTS = {"sgd": 0, "momentum": 1, "adam": 2}  # values of state kept per parameter
-LAYER_TYPES = ("input", "conv", "maxpool", "lrn", "flatten", "dense")
+LAYER_TYPES = ("input", "conv", "maxpool", "lrn", "batchnorm", "dropout", "gap", "flatten", "dense")
 # Any whole number above this (2**31 - 1, far past any real layer, machine, batch or data set) is
 # "absurdly large": a layer's fields, cores, FLOPs per cycle, images, epochs, batch sizes.
 MAX_FIELD = 2_147_483_647
@@ -42,6 +53,9 @@ _FIELDS = {  # required fields, then optional fields with their defaults
     "conv": ({"filters", "kernel"}, {"stride": 1, "padding": "valid", "groups": 1, "bias": True}),
     "maxpool": ({"pool"}, {"stride": None, "padding": "valid"}),  # stride defaults to the pool size
     "lrn": (set(), {"size": 5}),
+    "batchnorm": (set(), {}),
+    "dropout": (set(), {"rate": 0.5}),
+    "gap": (set(), {"keepdims": False}),
     "flatten": (set(), {}),
     "dense": ({"units"}, {"bias": True}),
 }
@@ -165,8 +179,9 @@ def _check_fields(spec, where: str) -> dict:
     name = spec.get("name")
     if name is not None and not isinstance(name, str):
         raise ValueError(f"{where}: name must be a string, got {name!r}.")
-    if "bias" in spec and not isinstance(spec["bias"], (bool, np.bool_)):
-        raise ValueError(f"{where}: bias must be True or False, got {spec['bias']!r}.")
+    for flag in ("bias", "keepdims"):
+        if flag in spec and not isinstance(spec[flag], (bool, np.bool_)):
+            raise ValueError(f"{where}: {flag} must be True or False, got {spec[flag]!r}.")
     return {**optional, **spec}
 
 
@@ -179,7 +194,9 @@ def _padding(value, where: str):
 
 
 def layer_rows(layers: list[dict], dtype: str = "float32") -> list[dict]:
-    """One row per layer: output shape, weights, biases, activations, MACs and FLOPs per image."""
+    """One row per layer: output shape, weights, biases, non-trainable values (a batch
+    normalization's moving mean and variance), parameters (all three, as Keras counts them),
+    activations, MACs and FLOPs per image."""
     if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
         raise ValueError(f"Unknown dtype {dtype!r}; use one of {', '.join(DTYPE_BYTES)}.")
     size = DTYPE_BYTES[dtype]
@@ -192,7 +209,7 @@ def layer_rows(layers: list[dict], dtype: str = "float32") -> list[dict]:
         name = spec.get("name") or f"{spec['type']}{index}"
         where = f"layer {index} ({name})"
         kind = spec["type"]
-        weights = biases = macs = 0
+        weights = biases = frozen = macs = 0
         if (kind == "input") != (index == 0):
             raise ValueError(f"{where}: the first layer, and only the first, must be an input layer.")
         if kind == "input":
@@ -211,13 +228,25 @@ def layer_rows(layers: list[dict], dtype: str = "float32") -> list[dict]:
             weights, biases = shape[0] * units, units if spec["bias"] else 0
             macs = shape[0] * units
             shape = (units,)
-        else:  # conv, maxpool, lrn: they need height x width x channels
+        elif kind == "batchnorm":  # per channel: gamma, beta (trained), moving mean, variance
+            weights = biases = shape[-1]
+            frozen = 2 * shape[-1]
+        elif kind == "dropout":
+            rate = spec["rate"]
+            number = not isinstance(rate, (bool, np.bool_)) and isinstance(
+                rate, (int, float, np.integer, np.floating))
+            if not number or not 0 <= rate < 1:
+                raise ValueError(f"{where}: rate must be a number from 0 to 1 (1 excluded), "
+                                 f"got {rate!r}.")
+        else:  # conv, maxpool, lrn, gap: they need height x width x channels
             if len(shape) != 3:
                 raise ValueError(f"{where}: a {kind} layer needs a height x width x channels input, "
                                  f"got {_fmt(shape)}.")
             h, w, c = shape
             if kind == "lrn":
                 _whole(spec["size"], f"{where}: size")
+            elif kind == "gap":
+                shape = (1, 1, c) if spec["keepdims"] else (c,)
             else:
                 key = "kernel" if kind == "conv" else "pool"
                 k = _whole(spec[key], f"{where}: {key}")
@@ -236,10 +265,11 @@ def layer_rows(layers: list[dict], dtype: str = "float32") -> list[dict]:
                     macs = oh * ow * f * k * k * (c // g)
                     shape = (oh, ow, f)
         values = 0 if kind == "flatten" else math.prod(shape)  # a reshape stores nothing new
+        params = weights + biases + frozen
         rows.append({"layer": name, "type": kind, "output": _fmt(shape), "shape": shape,
-                     "weights": weights, "biases": biases, "params": weights + biases,
-                     "activations": values, "macs": macs, "flops": 2 * macs,
-                     "activation_bytes": values * size, "param_bytes": (weights + biases) * size})
+                     "weights": weights, "biases": biases, "non_trainable": frozen,
+                     "params": params, "activations": values, "macs": macs, "flops": 2 * macs,
+                     "activation_bytes": values * size, "param_bytes": params * size})
     return rows
 
 
@@ -258,8 +288,16 @@ class Summary:
     def _repr_html_(self):  # a notebook shows the table
         return self.styled()._repr_html_()
 
-    def styled(self, columns=("layer", "output", "weights", "biases", "params", "activations", "macs")):
-        """The table with thousands separators and a totals row, for a page (FLOPs = 2 x MACs)."""
+    def styled(self, columns=None):
+        """The table with thousands separators and a totals row, for a page (FLOPs = 2 x MACs).
+
+        The default columns: layer, output, weights, biases, non_trainable (only for a model that
+        has non-trainable values), params, activations, macs."""
+        if columns is None:
+            columns = ["layer", "output", "weights", "biases", "non_trainable", "params",
+                       "activations", "macs"]
+            if not self.totals["non_trainable"]:
+                columns.remove("non_trainable")
         shown = self.table[list(columns)]
         total = {c: self.totals[c] for c in shown.columns if c in self.totals}
         shown = pd.concat([shown, pd.DataFrame([{"layer": "total", "output": "", **total}])],
@@ -271,8 +309,8 @@ class Summary:
 def analyze(layers: list[dict], dtype: str = "float32") -> Summary:
     """Per-layer table and totals of a model given as layer specs (see the module docstring)."""
     table = pd.DataFrame(layer_rows(layers, dtype))
-    sums = ["weights", "biases", "params", "activations", "macs", "flops", "activation_bytes",
-            "param_bytes"]
+    sums = ["weights", "biases", "non_trainable", "params", "activations", "macs", "flops",
+            "activation_bytes", "param_bytes"]
     totals = {c: int(table[c].sum()) for c in sums}
     totals["output"] = table["output"].iloc[-1]
     return Summary(table=table, totals=totals, dtype=dtype)
@@ -289,7 +327,8 @@ def training_memory(layers: list[dict], *, batch_size: int, optimizer: str = "ad
                     dtype: str = "float32") -> pd.Series:
     """Bytes needed to train one step: weights, gradients, optimizer state, activations, input.
 
-    The activations are every layer's output for the whole batch, kept for the backward pass
+    Weights are every parameter; gradients and optimizer state only the trainable ones (a batch
+    normalization's moving mean and variance get neither). The activations are every layer's output for the whole batch, kept for the backward pass
     (a framework may keep a little more, e.g. pre-activation values, or recompute some).
     """
     batch_size = _whole(batch_size, "batch_size")
@@ -297,10 +336,11 @@ def training_memory(layers: list[dict], *, batch_size: int, optimizer: str = "ad
     table = analyze(layers, dtype).table
     size = DTYPE_BYTES[dtype]
     params = int(table["params"].sum())
+    trainable = params - int(table["non_trainable"].sum())
     return pd.Series({
         "weights": params * size,
-        "gradients": params * size,
-        "optimizer state": params * size * slots,
+        "gradients": trainable * size,
+        "optimizer state": trainable * size * slots,
         "activations": int(table["activations"].iloc[1:].sum()) * size * batch_size,
         "input batch": int(table["activations"].iloc[0]) * size * batch_size,
     }, name="bytes")
@@ -451,7 +491,8 @@ def estimate_training(layers: list[dict], machine: Machine, *, images: int, epoc
     Sustained FLOP/s = cores x clock x FLOPs per cycle x ``efficiency`` (how much of the peak the
     convolution code reaches). The memory bound is a lower limit on the traffic: each activation
     written and read once forward and once backward, the weights read twice, their gradients written,
-    and the optimizer reading and writing weights and state once per batch.
+    and the optimizer reading and writing weights and state once per batch (non-trainable values,
+    a batch normalization's moving statistics, are only read twice).
     """
     images, epochs = _whole(images, "images"), _whole(epochs, "epochs")
     efficiency = _between(efficiency, "efficiency", MIN_EFFICIENCY, MAX_EFFICIENCY)
@@ -463,7 +504,8 @@ def estimate_training(layers: list[dict], machine: Machine, *, images: int, epoc
     sustained = machine.peak_flops * efficiency
     compute_s = flops / sustained
     per_image = 4 * summary.totals["activations"] * size
-    per_batch = summary.totals["params"] * size * (6 + 2 * slots)
+    frozen = summary.totals["non_trainable"]
+    per_batch = (2 * frozen + (summary.totals["params"] - frozen) * (6 + 2 * slots)) * size
     traffic = images * epochs * per_image + -(-images // batch_size) * epochs * per_batch
     memory_s = traffic / (machine.bandwidth_gbs * 1e9) if machine.bandwidth_gbs else 0.0
     return {"machine": machine.name, "training_flops": flops, "peak_flops": machine.peak_flops,
@@ -474,10 +516,16 @@ def estimate_training(layers: list[dict], machine: Machine, *, images: int, epoc
 
 # ------------------------------------------------------------------------------------- to Keras
 def to_keras(layers: list[dict], name: str = "from_specs"):
-    """The same model in Keras (explicit padding becomes a ZeroPadding2D before the layer)."""
+    """The same model in Keras (explicit padding becomes a ZeroPadding2D before the layer).
+
+    Every convolution has a ReLU, and so has every dense layer but the last (which gives logits);
+    ``batchnorm`` is a BatchNormalization (over the last axis), ``dropout`` a Dropout, ``gap`` a
+    GlobalAveragePooling2D.
+    """
     import keras
 
     layer_rows(layers)  # validate first: a clear ValueError rather than a Keras one
+    last_dense = max((i for i, spec in enumerate(layers) if spec["type"] == "dense"), default=-1)
     model = keras.Sequential(name=name)
     for index, raw in enumerate(layers):
         spec = _check_fields(raw, f"layer {index}")
@@ -497,27 +545,80 @@ def to_keras(layers: list[dict], name: str = "from_specs"):
                                                 name=lname))
         elif kind == "lrn":
             model.add(LocalResponseNorm(spec["size"], name=lname))
+        elif kind == "batchnorm":
+            model.add(keras.layers.BatchNormalization(name=lname))
+        elif kind == "dropout":
+            model.add(keras.layers.Dropout(spec["rate"], name=lname))
+        elif kind == "gap":
+            model.add(keras.layers.GlobalAveragePooling2D(keepdims=spec["keepdims"], name=lname))
         elif kind == "flatten":
             model.add(keras.layers.Flatten(name=lname))
         else:
             model.add(keras.layers.Dense(spec["units"], use_bias=spec["bias"], name=lname,
-                                         activation="relu" if index < len(layers) - 1 else None))
+                                         activation="relu" if index < last_dense else None))
     return model
 
 
+def _flat_layers(model) -> list:
+    """A model's layers in order, with any Sequential inside it (an augmentation block) opened."""
+    import keras
+
+    out = []
+    for layer in model.layers:
+        out += _flat_layers(layer) if isinstance(layer, keras.Sequential) else [layer]
+    return out
+
+
+def _skipped(layer) -> bool:
+    """Whether from_keras leaves ``layer`` out: an activation, or a preprocessing or augmentation
+    layer (RandomFlip, RandomTranslation, RandomCrop, Rescaling, ...), as long as it has no
+    parameters and keeps the shape; either kind is refused otherwise."""
+    import keras
+
+    activation = isinstance(layer, (keras.layers.ReLU, keras.layers.Activation,
+                                    keras.layers.LeakyReLU, keras.layers.ELU, keras.layers.Softmax))
+    preprocessing = type(layer).__module__.startswith("keras.src.layers.preprocessing")
+    if not (activation or preprocessing):
+        return False
+    kind = "activation" if activation else "preprocessing"
+    if layer.count_params():
+        raise ValueError(f"{layer.name}: a {type(layer).__name__} layer with "
+                         f"{layer.count_params():,} parameters; the calculator takes only "
+                         f"{kind} layers without parameters.")
+    before, after = tuple(layer.input.shape[1:]), tuple(layer.output.shape[1:])
+    if before != after:
+        raise ValueError(f"{layer.name}: {type(layer).__name__} changes the shape from "
+                         f"{_fmt(before)} to {_fmt(after)}; the calculator takes only {kind} "
+                         "layers that keep it (give the model the image size it works on).")
+    return True
+
+
 def from_keras(model) -> list[dict]:
-    """Layer specs of a Keras Sequential model of Conv2D, MaxPooling2D, Flatten and Dense layers."""
+    """Layer specs of a Keras Sequential model (see the module docstring for the layer types).
+
+    It reads Conv2D (square kernels and strides; a ZeroPadding2D before it becomes its
+    ``padding``), MaxPooling2D, BatchNormalization (over the last axis, with its beta and gamma),
+    Dropout, GlobalAveragePooling2D, Flatten and Dense. A Sequential inside the model (an
+    augmentation block, say) is opened. Left out, because they change neither a shape nor a
+    count: activation layers (ReLU, Activation, ...; the calculator counts no work for ReLUs) and
+    Keras's preprocessing and augmentation layers (RandomFlip, RandomTranslation, RandomCrop,
+    Rescaling, ...), which do nothing at inference; such a layer with parameters (Normalization)
+    or one that changes the shape (a RandomCrop to a smaller size, Resizing) is refused. Any other
+    layer is refused with its name.
+    """
     import keras
 
     specs = [{"type": "input", "name": "input", "shape": list(model.input_shape[1:])}]
     pad, counts = 0, {}
-    for layer in model.layers:
+    for layer in _flat_layers(model):
         cfg = layer.get_config()
         if isinstance(layer, keras.layers.ZeroPadding2D):
             (top, bottom), (left, right) = cfg["padding"]
             if len({top, bottom, left, right}) != 1:
                 raise ValueError(f"{layer.name}: only equal padding on all sides is supported.")
             pad = top
+            continue
+        if _skipped(layer):
             continue
         padding = pad or cfg.get("padding")
         pad = 0
@@ -530,6 +631,17 @@ def from_keras(model) -> list[dict]:
                           "stride": _square(cfg["strides"], layer), "padding": padding})
         elif isinstance(layer, LocalResponseNorm):
             specs.append({"type": "lrn", "name": layer.name, "size": cfg["size"]})
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            axis = cfg["axis"] if isinstance(cfg["axis"], (list, tuple)) else [cfg["axis"]]
+            if list(axis) not in ([-1], [len(layer.input.shape) - 1]) or not (
+                    cfg["center"] and cfg["scale"]):
+                raise ValueError(f"{layer.name}: only a batch normalization over the last axis "
+                                 "with both beta and gamma (center and scale) is supported.")
+            specs.append({"type": "batchnorm", "name": layer.name})
+        elif isinstance(layer, keras.layers.Dropout):
+            specs.append({"type": "dropout", "name": layer.name, "rate": cfg["rate"]})
+        elif isinstance(layer, keras.layers.GlobalAveragePooling2D):
+            specs.append({"type": "gap", "name": layer.name, "keepdims": cfg["keepdims"]})
         elif isinstance(layer, keras.layers.Flatten):
             specs.append({"type": "flatten", "name": layer.name})
         elif isinstance(layer, keras.layers.Dense):
@@ -537,8 +649,9 @@ def from_keras(model) -> list[dict]:
                           "bias": cfg["use_bias"]})
         else:
             raise ValueError(f"{layer.name}: {type(layer).__name__} layers are not supported.")
-        # Stable names (conv1, pool1, fc1, ...) rather than Keras's session-wide counters.
-        prefix = {"conv": "conv", "maxpool": "pool", "dense": "fc"}.get(specs[-1]["type"], specs[-1]["type"])
+        # Stable names (conv1, pool1, bn1, fc1, ...) rather than Keras's session-wide counters.
+        prefix = {"conv": "conv", "maxpool": "pool", "dense": "fc", "batchnorm": "bn",
+                  "dropout": "drop"}.get(specs[-1]["type"], specs[-1]["type"])
         counts[prefix] = counts.get(prefix, 0) + 1
         specs[-1]["name"] = f"{prefix}{counts[prefix]}" if prefix != "flatten" else "flatten"
     return specs

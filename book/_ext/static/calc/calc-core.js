@@ -179,8 +179,10 @@
     if (spec.name !== null && spec.name !== undefined && typeof spec.name !== "string") {
       throw new CalcError(`${name}: name must be a string, got ${pyRepr(spec.name)}.`, { layer: index, field: "name" });
     }
-    if ("bias" in spec && typeof spec.bias !== "boolean") {
-      throw new CalcError(`${name}: bias must be True or False, got ${pyRepr(spec.bias)}.`, { layer: index, field: "bias" });
+    for (const flag of ["bias", "keepdims"]) {
+      if (flag in spec && typeof spec[flag] !== "boolean") {
+        throw new CalcError(`${name}: ${flag} must be True or False, got ${pyRepr(spec[flag])}.`, { layer: index, field: flag });
+      }
     }
     return { ...optional, ...spec };
   }
@@ -225,7 +227,7 @@
         const lname = spec.name || `${kind}${index}`;
         const name = `layer ${index} (${lname})`;
         const at = (field, part) => ({ layer: index, field, part });
-        let weights = 0n, biases = 0n, macs = 0n;
+        let weights = 0n, biases = 0n, frozen = 0n, macs = 0n;
         if ((kind === "input") !== (index === 0)) {
           throw new CalcError(`${name}: the first layer, and only the first, must be an input layer.`, at("type"));
         }
@@ -247,6 +249,14 @@
           biases = spec.bias ? units : 0n;
           macs = shape[0] * units;
           shape = [units];
+        } else if (kind === "batchnorm") {  // per channel: gamma, beta (trained), moving mean, variance
+          weights = biases = shape[shape.length - 1];
+          frozen = 2n * shape[shape.length - 1];
+        } else if (kind === "dropout") {
+          const rate = spec.rate;
+          if (!(typeof rate === "number" || typeof rate === "bigint") || !(rate >= 0 && rate < 1)) {
+            throw new CalcError(`${name}: rate must be a number from 0 to 1 (1 excluded), got ${pyRepr(rate)}.`, at("rate"));
+          }
         } else {
           if (shape.length !== 3) {
             throw new CalcError(`${name}: a ${kind} layer needs a height x width x channels input, got ${fmt(shape)}.`, at("type"));
@@ -254,6 +264,8 @@
           const [h, w, c] = shape;
           if (kind === "lrn") {
             whole(spec.size, `${name}: size`, at("size"));
+          } else if (kind === "gap") {
+            shape = spec.keepdims ? [1n, 1n, c] : [c];
           } else {
             const key = kind === "conv" ? "kernel" : "pool";
             const k = whole(spec[key], `${name}: ${key}`, at(key));
@@ -277,10 +289,11 @@
           }
         }
         const values = kind === "flatten" ? 0n : product(shape);
+        const params = weights + biases + frozen;
         rows.push({
           layer: lname, type: kind, output: fmt(shape), shape: shape.slice(),
-          weights, biases, params: weights + biases, activations: values, macs, flops: 2n * macs,
-          activation_bytes: values * size, param_bytes: (weights + biases) * size,
+          weights, biases, non_trainable: frozen, params, activations: values, macs, flops: 2n * macs,
+          activation_bytes: values * size, param_bytes: params * size,
         });
       });
       return { rows, error: null };
@@ -296,7 +309,7 @@
     return rows;
   }
 
-  const SUMS = ["weights", "biases", "params", "activations", "macs", "flops", "activation_bytes", "param_bytes"];
+  const SUMS = ["weights", "biases", "non_trainable", "params", "activations", "macs", "flops", "activation_bytes", "param_bytes"];
 
   function totalsOf(rows) {
     const totals = {};
@@ -324,11 +337,12 @@
     const table = analyze(layers, dtype).table;
     const size = dtypeSize(dtype);
     const params = table.reduce((a, r) => a + r.params, 0n);
+    const trainable = params - table.reduce((a, r) => a + r.non_trainable, 0n);  // no gradient, no state
     const stored = table.slice(1).reduce((a, r) => a + r.activations, 0n);
     return {
       "weights": params * size,
-      "gradients": params * size,
-      "optimizer state": params * size * slots,
+      "gradients": trainable * size,
+      "optimizer state": trainable * size * slots,
       "activations": stored * size * batch,
       "input batch": table[0].activations * size * batch,
     };
@@ -388,7 +402,8 @@
     const sustained = peak * share;
     const computeS = Number(flops) / sustained;
     const perImage = 4n * summary.totals.activations * size;
-    const perBatch = summary.totals.params * size * (6n + 2n * slots);
+    const frozen = summary.totals.non_trainable;  // only read twice
+    const perBatch = (2n * frozen + (summary.totals.params - frozen) * (6n + 2n * slots)) * size;
     const traffic = nImages * nEpochs * perImage + ceilDiv(nImages, batch) * nEpochs * perBatch;
     const memoryS = m.bandwidth_gbs ? Number(traffic) / (m.bandwidth_gbs * 1e9) : 0.0;
     return {

@@ -18,8 +18,9 @@
 
   let uid = 0;
   const DASH = "\u2014";
-  const TYPES = ["conv", "maxpool", "lrn", "flatten", "dense"];
-  const TYPE_LABELS = { conv: "conv", maxpool: "max pool", lrn: "LRN", flatten: "flatten", dense: "dense" };
+  const TYPES = ["conv", "maxpool", "lrn", "batchnorm", "dropout", "gap", "flatten", "dense"];
+  const TYPE_LABELS = { conv: "conv", maxpool: "max pool", lrn: "LRN", batchnorm: "batch norm", dropout: "dropout",
+    gap: "global avg pool", flatten: "flatten", dense: "dense" };
   // Table columns that hold a layer's fields: column -> field, for each layer type.
   const COLUMNS = {
     n: { conv: "filters", dense: "units" },
@@ -33,6 +34,9 @@
     conv: { filters: "32", kernel: "3", stride: "1", padding: "same", groups: "1" },
     maxpool: { pool: "2", stride: "2", padding: "valid" },
     lrn: { size: "5" },
+    batchnorm: {},
+    dropout: {},
+    gap: {},
     flatten: {},
     dense: { units: "64" },
   };
@@ -190,7 +194,8 @@
       this.status = h("p", { class: "cnnbook-calc__status", role: "status", "aria-live": "polite" });
       this.summary = {};
       const summaryRows = [
-        ["params", "Parameters (weights + biases)"], ["weights", "Weights"], ["biases", "Biases"],
+        ["params", "Parameters (all, as Keras counts them)"], ["weights", "Weights"], ["biases", "Biases"],
+        ["non_trainable", "Non-trainable (batch norm's moving means and variances)"],
         ["activations", "Activations per image (values stored)"], ["activation_bytes", "Activation memory per image"],
         ["macs", "Multiply-accumulates per image (forward)"], ["flops", "FLOPs per image (forward, 2 per MAC)"],
         ["param_bytes", "Parameter memory"],
@@ -257,9 +262,12 @@
       this.shape.forEach((f, i) => { f.value = String(dims[i]); });
       this.inputName = layers[0].name || "input";
       this.layers = layers.slice(1).map((spec) => {
-        const row = { type: spec.type, name: spec.name || "", bias: spec.bias !== undefined ? spec.bias : true, values: {} };
+        const row = { type: spec.type, name: spec.name || "", bias: spec.bias !== undefined ? spec.bias : true, values: {}, kept: {} };
+        const edited = new Set(Object.values(COLUMNS).map((c) => c[spec.type]));
         for (const [k, v] of Object.entries(spec)) {
-          if (!["type", "name", "bias"].includes(k)) row.values[k] = v === null ? "" : String(v);
+          if (["type", "name", "bias"].includes(k)) continue;
+          if (edited.has(k)) row.values[k] = v === null ? "" : String(v);
+          else row.kept[k] = v;  // no column for it (a dropout's rate, keepdims): kept as it is
         }
         return row;
       });
@@ -278,7 +286,7 @@
       this.layers.forEach((row, j) => {
         const index = j + 1;
         const name = `layer ${index} (${row.name || `${row.type}${index}`})`;
-        const spec = { type: row.type, name: row.name };
+        const spec = { type: row.type, name: row.name, ...(row.kept || {}) };
         if (row.type === "conv" || row.type === "dense") spec.bias = row.bias;
         for (const column of Object.values(COLUMNS)) {
           const field = column[row.type];
@@ -379,6 +387,7 @@
       const row = this.layers[j];
       row.type = type;
       row.values = { ...NEW_LAYER[type] };
+      row.kept = {};
       row.name = "";  // named by its new type and position
       this.render();
     }
@@ -503,7 +512,7 @@
       setValue(this.largest, largest, largest === null ? DASH : `${CnnbookCalc.group(largest)} images`);
       const count = errors.length + (error ? 1 : 0);
       this.status.textContent = ok
-        ? `Total: ${CnnbookCalc.group(totals.params)} parameters, ${CnnbookCalc.group(totals.activations)} activations per image, output ${totals.output}.`
+        ? `Total: ${CnnbookCalc.group(totals.params)} parameters${totals.non_trainable ? ` (${CnnbookCalc.group(totals.params - totals.non_trainable)} trainable, ${CnnbookCalc.group(totals.non_trainable)} non-trainable: batch normalization's moving means and variances)` : ""}, ${CnnbookCalc.group(totals.activations)} activations per image, output ${totals.output}.`
         : `Fix the marked field${count > 1 ? "s" : ""} to see the totals.`;
       this.root.dataset.state = ok ? "ok" : "error";
     }
