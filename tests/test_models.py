@@ -55,7 +55,10 @@ def test_layers_shapes_and_parameters_match_the_assignment(build, expected, tota
 def test_models_by_name():
     assert models.build_model("conv").count_params() == 1_191_502
     assert models.build_model("pool").count_params() == 589_390
-    with pytest.raises(ValueError, match="Unknown model 'alexnet': choose one of conv, pool"):
+    assert models.build_model("bn").count_params() == 289_642
+    assert models.build_model("bn_aug").count_params() == 289_642  # augmentation, dropout: none
+    with pytest.raises(ValueError,
+                       match="Unknown model 'alexnet': choose one of conv, pool, bn, bn_aug"):
         models.build_model("alexnet")
 
 
@@ -64,3 +67,22 @@ def test_head_ends_in_ten_logits():
         model = models.build_model(name)
         assert model.output_shape == (None, 10)
         assert model.layers[-1].get_config()["activation"] == "linear"  # the loss applies softmax
+
+
+def test_bn_models_match_their_description():
+    """Three blocks of 32, 64 and 128 channels, each convolution without bias and followed by batch
+    normalization (momentum 0.9) and a ReLU; global average pooling; augmentation only in bn_aug."""
+    plain, augmented = models.build_model("bn"), models.build_model("bn_aug")
+    assert [type(layer).__name__ for layer in augmented.layers[:2]] == ["RandomFlip",
+                                                                       "RandomTranslation"]
+    assert [type(layer).__name__ for layer in augmented.layers[-3:]] == [
+        "GlobalAveragePooling2D", "Dropout", "Dense"]
+    assert _layers(plain) == _layers(augmented)[2:-2] + _layers(augmented)[-1:]
+    convs = [layer for layer in plain.layers if type(layer).__name__ == "Conv2D"]
+    assert [c.filters for c in convs] == [32, 32, 64, 64, 128, 128]
+    assert not any(c.use_bias for c in convs)
+    norms = [layer for layer in plain.layers if type(layer).__name__ == "BatchNormalization"]
+    assert len(norms) == 6 and {n.momentum for n in norms} == {0.9}
+    assert [shape for kind, shape, _ in _layers(plain) if kind == "MaxPooling2D"] == [
+        (16, 16, 32), (8, 8, 64)]
+    assert sum(n.count_params() for n in norms) == 4 * 448  # gamma, beta, mean, variance

@@ -581,6 +581,7 @@ def expected_times(book: Path, models: list[str]) -> dict:
 def profile_cell(book: Path, notebook) -> nbformat.NotebookNode:
     """``CNNBOOK_PROFILE`` set to ``quick`` unless already set, one line to switch to ``full``,
     and how long each takes for this chapter."""
+    from cnnbook import report
     from cnnbook.models import TITLES
     from cnnbook.train import PROFILES
 
@@ -590,17 +591,27 @@ def profile_cell(book: Path, notebook) -> nbformat.NotebookNode:
     for name in order:
         lines.append(f"#   {name}: {PROFILES[name].description}")
     if models:
-        est = expected_times(book, models)
+        # Only the assignment's models have a benchmark and a Colab run to estimate times from.
+        timed = [m for m in models if m in report.ASSIGNMENT]
+        untimed = [m for m in models if m not in timed]
         what = " and ".join(TITLES.get(m, m) for m in models)
-        lines += textwrap.wrap(
-            f"This chapter trains {what} ({', '.join(models)}), unless the run cache "
-            f"(~/.cache/cnnbook) already holds them. Expected training time, from the book's "
-            f"benchmark ({est['cpu']}, {est['date']}) and the assignment's Colab GPU run:",
-            width=96, initial_indent="# ", subsequent_indent="# ")
-        for name in order:
+        text = (f"This chapter trains {what} ({', '.join(models)}), unless the run cache "
+                f"(~/.cache/cnnbook) already holds them.")
+        if timed:
+            est = expected_times(book, timed)
+            text += (f" Expected training time of {', '.join(timed)}, from the book's benchmark "
+                     f"({est['cpu']}, {est['date']}) and the assignment's Colab GPU run:")
+        lines += textwrap.wrap(text, width=96, initial_indent="# ", subsequent_indent="# ")
+        for name in order if timed else ():
             t = est["times"][name]
             lines.append(f"#   {name}: {_duration(t['cpu'])} on a CPU like that one, "
                          f"{_duration(t['gpu'])} on a GPU")
+        if untimed:
+            lines += textwrap.wrap(
+                f"The benchmark has not measured {', '.join(untimed)}: no estimate for "
+                f"{'them' if len(untimed) > 1 else 'it'}; the chapter's provenance table "
+                "shows how long its own build took.", width=96, initial_indent="# ",
+                subsequent_indent="# ")
         lines.append("# (plus the CIFAR-10 download, 170 MB, the first time).")
     else:
         lines.append("# This chapter trains no model: the profile only sets which images it uses.")

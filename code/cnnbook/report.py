@@ -156,6 +156,16 @@ def sample_grid(x: np.ndarray, y: np.ndarray, class_names, n: int = 25):
     return _photo_figure(fig)
 
 
+def image_row(images: np.ndarray, titles: list[str]):
+    """Images (``uint8`` or floats in [0, 1]) side by side, each with its title."""
+    fig, axes = plt.subplots(1, len(images), figsize=(1.6 * len(images), 2.0), squeeze=False)
+    for image, title, ax in zip(images, titles, axes.flat):
+        ax.set_axis_off()
+        ax.imshow(np.clip(image, 0, 255 if image.dtype == np.uint8 else 1))
+        _photo_title(ax, title)
+    return _photo_figure(fig)
+
+
 def class_counts(y_train: np.ndarray, y_test: np.ndarray, class_names) -> pd.DataFrame:
     """Images per class in each split."""
     count = lambda y: np.bincount(y.ravel(), minlength=len(class_names))  # noqa: E731
@@ -187,8 +197,11 @@ def training_curves(result: _train.RunResult, title: str | None = None):
 
 def compare_curves(results: dict[str, _train.RunResult]):
     """Training and validation accuracy and loss of several runs on one figure."""
+    colors = ("tab:blue", "tab:orange", "tab:green", "tab:purple")
+    if not 1 <= len(results) <= len(colors):
+        raise ValueError(f"compare_curves draws 1 to {len(colors)} runs, not {len(results)}.")
     fig, (acc, loss) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for (label, result), color in zip(results.items(), ("tab:blue", "tab:orange", "tab:green")):
+    for (label, result), color in zip(results.items(), colors):
         epochs = np.arange(1, result.epochs + 1)
         h = result.history
         acc.plot(epochs, h["accuracy"], "o-", color=color, alpha=0.5, label=f"{label}, training")
