@@ -575,3 +575,53 @@ def test_i3_verdicts_follow_its_numbers(built_book):
     kept = ["weights", "gradients", "optimizer state"]
     mixed = f32[kept].sum() + b16.drop(kept).sum()
     assert f"{mixed / 2**20:,.0f} MiB in mixed precision" in text
+
+
+def test_every_exercise_has_one_solution_in_a_closed_dropdown(built_book):
+    """On every page of the book, under each "Exercises" heading, the numbered exercises and the
+    "Solution" admonitions alternate, one solution right after each exercise, and each solution
+    is a dropdown that the page opens closed (sphinx-togglebutton: no ``toggle-shown``)."""
+    book, _, _ = built_book
+    problems, counted = [], {}
+    for name in toc_files(book):
+        html = (book / "_build" / "html" / f"{name}.html").read_text()
+        if ">Exercises<" not in html:  # no such heading: nothing to parse
+            continue
+        main = BeautifulSoup(html[html.index("<main"):html.index("</main>") + 7], "html.parser")
+        for section in main.select("section"):
+            heading = section.find(re.compile(r"^h[1-6]$"), recursive=False)
+            if heading is None or "".join(
+                    heading.find_all(string=True, recursive=False)).strip() != "Exercises":
+                continue
+            order, numbers, solutions = [], [], 0
+            for child in section.find_all(recursive=False):
+                if child.name == "ol":
+                    first = int(child.get("start", 1))
+                    items = child.find_all("li", recursive=False)
+                    numbers += range(first, first + len(items))
+                    order += ["exercise"] * len(items)
+                elif "admonition" in child.get("class", []):
+                    title = child.select_one(".admonition-title")
+                    if title is None or title.get_text(strip=True) != "Solution":
+                        continue
+                    classes = set(child["class"])
+                    if "dropdown" not in classes or "toggle-shown" in classes:
+                        problems.append(f"{name}: solution {solutions + 1} is not a closed "
+                                        f"dropdown (classes {sorted(classes)})")
+                    order.append("solution")
+                    solutions += 1
+            nested = [a for a in section.select("div.admonition") if a.parent is not section
+                      and a.select_one(".admonition-title")
+                      and a.select_one(".admonition-title").get_text(strip=True) == "Solution"]
+            if nested:
+                problems.append(f"{name}: {len(nested)} solution(s) nested inside other elements")
+            if numbers != list(range(1, len(numbers) + 1)):
+                problems.append(f"{name}: the exercises are numbered {numbers}")
+            if order != ["exercise", "solution"] * len(numbers):
+                problems.append(f"{name}: {len(numbers)} exercises, {solutions} solutions, in "
+                                f"the order {order}")
+            if solutions and "togglebutton" not in html[:html.index("<main")]:
+                problems.append(f"{name}: no sphinx-togglebutton script to close the dropdowns")
+            counted[name] = len(numbers)
+    assert sum(counted.values()) > 0, "no page has an Exercises section with exercises"
+    assert not problems, "\n".join(problems)
