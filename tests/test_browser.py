@@ -149,7 +149,8 @@ def memory_parts(layers, batch_size=32, optimizer="adam", dtype="float32"):
 def python_model(layers, dtype="float32", batch_size=32, optimizer="adam", ram=DEFAULT_RAM):
     """What the model widget should show, as strings (the widget's data-value attributes)."""
     summary = calc.analyze(layers, dtype)
-    rows = [{"output": r["output"], **{c: str(int(r[c])) for c in ("params", "activations", "macs")}}
+    rows = [{"output": r["output"],
+             **{c: str(int(r[c])) for c in ("params", "activations", "macs", "rf", "jump")}}
             for r in summary.table.to_dict("records")]
     totals = {k: str(v) for k, v in summary.totals.items()}
     memory = memory_parts(layers, batch_size, optimizer, dtype)
@@ -165,6 +166,8 @@ READ_MODEL = """root => {
     params: v(tr.querySelector('[data-col="params"]')),
     activations: v(tr.querySelector('[data-col="activations"]')),
     macs: v(tr.querySelector('[data-col="macs"]')),
+    rf: v(tr.querySelector('[data-col="rf"]')),
+    jump: v(tr.querySelector('[data-col="jump"]')),
   }));
   const totals = {};
   root.querySelectorAll('.cnnbook-calc__summary [data-total]').forEach((n) => { totals[n.dataset.total] = v(n); });
@@ -525,7 +528,7 @@ def python_everything(case: dict) -> dict:
     layers, dtype = case["layers"], case["dtype"]
     summary = calc.analyze(layers, dtype)
     numbers = ("weights", "biases", "non_trainable", "params", "activations", "macs", "flops",
-               "activation_bytes", "param_bytes")
+               "activation_bytes", "param_bytes", "rf", "jump")
     table = [{**row, "shape": [int(d) for d in row["shape"]], **{k: str(int(row[k])) for k in numbers}}
              for row in summary.table.to_dict("records")]
     m = case["machine"]
@@ -877,6 +880,8 @@ READ_FALLBACK_MODEL = """root => {
     params: v(tr.querySelector('[data-col="params"]')),
     activations: v(tr.querySelector('[data-col="activations"]')),
     macs: v(tr.querySelector('[data-col="macs"]')),
+    rf: v(tr.querySelector('[data-col="rf"]')),
+    jump: v(tr.querySelector('[data-col="jump"]')),
   }));
   const totals = {};
   root.querySelectorAll('[data-total]').forEach((n) => { totals[n.dataset.total] = v(n); });

@@ -217,6 +217,181 @@ def test_keras_round_trip(layers):
     assert back.equals(calc.analyze(layers).table.drop(columns="layer"))
 
 
+# ------------------------------------------------------------------- receptive fields, by Keras
+def windows(layers):
+    """Per layer, worked out here apart from calc, along each axis: the input pixels each unit
+    depends on, exactly (a list over the units of sets, followed through every layer's real
+    units: padding depends on nothing), and the window's (first pixel of unit 0, jump, size);
+    None for a layer whose units see the whole input (dense, global average pooling; a flatten
+    keeps its input's windows, as a normalization or a dropout does). Keras's rules: 'same'
+    pads max((out - 1) x stride + k - n, 0) pixels, the smaller half before."""
+    shapes = [row["shape"] for row in calc.layer_rows(layers)]
+    axes = [(0, 1, 1, [{i} for i in range(n)]) for n in layers[0]["shape"][:2]]
+    out = []
+    for spec, before, after in zip(layers, [None, *shapes], shapes):
+        kind = spec["type"]
+        if kind in ("conv", "maxpool"):
+            k = spec["kernel"] if kind == "conv" else spec["pool"]
+            s = spec.get("stride", 1) if kind == "conv" else spec.get("stride") or k
+            padding = spec.get("padding", "valid")
+            new = []
+            for (start, jump, size, sets), n, m in zip(axes, before[:2], after[:2]):
+                left = {"valid": 0, "same": max((m - 1) * s + k - n, 0) // 2}.get(padding, padding)
+                units = [set().union(*(sets[i] for i in range(u * s - left, u * s - left + k)
+                                       if 0 <= i < n)) for u in range(m)]
+                new.append((start - left * jump, jump * s, size + (k - 1) * jump, units))
+            axes = new
+        elif kind in ("dense", "gap"):
+            axes = None
+        out.append(axes)
+    return out
+
+
+def gradient_model(layers):
+    """to_keras's model with every weight positive and averaging (1 / fan-in), biases 0, batch
+    normalization the identity, and each max pooling an average pooling of the same window: the
+    window a max pool chooses from is its receptive field, but its gradient reaches only the
+    pixel it chose. Nothing cancels, and every ReLU stays active on a positive image."""
+    import keras
+
+    def swap(layer):
+        config = layer.get_config()
+        if isinstance(layer, keras.layers.MaxPooling2D):
+            return keras.layers.AveragePooling2D.from_config(config)
+        return layer.__class__.from_config(config)
+
+    model = keras.models.clone_model(calc.to_keras(layers), clone_function=swap)
+    for layer in model.layers:
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+            kernel = np.asarray(layer.kernel)
+            fan_in = kernel.size // kernel.shape[-1]
+            layer.kernel.assign(np.full(kernel.shape, 1 / fan_in, np.float32))
+            if layer.bias is not None:
+                layer.bias.assign(np.zeros(layer.bias.shape, np.float32))
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.set_weights([np.ones(c), np.zeros(c), np.zeros(c), np.ones(c)])
+    return model
+
+
+def seen_pixels(layers, targets):
+    """For each (layer name, index of one output value): the input pixels whose gradient is
+    non-zero (a boolean image)."""
+    import keras
+    import tensorflow as tf
+
+    model = gradient_model(layers)
+    names = sorted({name for name, _ in targets})
+    features = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
+    x = tf.constant(np.random.default_rng(0).uniform(0.5, 1.5, (1, *layers[0]["shape"])),
+                    tf.float32)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        found = features(x, training=False)
+        outputs = dict(zip(names, found if len(names) > 1 else [found]))  # one: not in a list
+        picked = [outputs[name][(0, *index)] for name, index in targets]
+    seen = [np.abs(tape.gradient(y, x).numpy()[0]).sum(-1) > 0 for y in picked]
+    del tape
+    return seen
+
+
+def check_receptive_fields(layers, which=None, *, exact=True):
+    """Keras's gradients are non-zero on exactly the pixels each unit depends on, for the first,
+    centre and last unit of every spatial layer (or those in ``which``), and on every pixel for
+    a global layer; those pixels lie inside the window that calc's rf and jump give (rf wide,
+    jump apart from unit to unit, clipped to the image), and with ``exact`` they fill it.
+
+    A window need not be full: once a stride is larger than its window, the layer skips pixels
+    (the window has holes), and a padded unit of a map that stops short of the image's border
+    depends on nothing, though its window reaches into the image."""
+    rows = calc.layer_rows(layers)
+    image = layers[0]["shape"][:2]
+    targets, wanted, boxes = [], [], []
+    for row, before, axes in zip(rows[1:], rows, windows(layers)[1:]):
+        if which is not None and row["layer"] not in which:
+            continue
+        if axes is None:
+            assert row["rf"] == row["jump"] == max(image), row["layer"]
+            targets.append((row["layer"], (0,) * len(row["shape"])))
+            wanted.append(np.ones(image, bool))
+            boxes.append(wanted[-1])
+            continue
+        assert [size for _, _, size, _ in axes] == [row["rf"]] * 2, row["layer"]
+        assert [jump for _, jump, _, _ in axes] == [row["jump"]] * 2, row["layer"]
+        flat = row["type"] == "flatten"
+        h, w, c = (before if flat else row)["shape"]
+        for unit in {(0, 0), ((h - 1) // 2, (w - 1) // 2), (h - 1, w - 1)}:
+            depends = np.zeros(image, bool)
+            depends[np.ix_(sorted(axes[0][3][unit[0]]), sorted(axes[1][3][unit[1]]))] = True
+            box = np.zeros(image, bool)
+            (r0, rj, rs, _), (c0, cj, cs, _) = axes
+            top, left = r0 + unit[0] * rj, c0 + unit[1] * cj
+            box[max(top, 0):max(top + rs, 0), max(left, 0):max(left + cs, 0)] = True
+            targets.append((row["layer"], ((unit[0] * w + unit[1]) * c,) if flat else (*unit, 0)))
+            wanted.append(depends)
+            boxes.append(box)
+    for (name, index), seen, depends, box in zip(targets, seen_pixels(layers, targets), wanted,
+                                                  boxes):
+        assert np.array_equal(seen, depends), (name, index, np.argwhere(seen != depends)[:5])
+        assert not (depends & ~box).any(), (name, index, np.argwhere(depends & ~box)[:5])
+        if exact:
+            assert np.array_equal(depends, box), (name, index, np.argwhere(depends != box)[:5])
+
+
+STRIDES_AND_PADDINGS = [
+    {"type": "input", "name": "input", "shape": [19, 14, 2]},
+    {"type": "conv", "name": "valid3", "filters": 3, "kernel": 3},
+    {"type": "conv", "name": "same3s2", "filters": 4, "kernel": 3, "stride": 2, "padding": "same"},
+    {"type": "maxpool", "name": "pool2", "pool": 2, "stride": 1, "padding": "same"},
+    {"type": "conv", "name": "pad2", "filters": 2, "kernel": 5, "padding": 2, "groups": 2},
+    {"type": "conv", "name": "even4s2", "filters": 3, "kernel": 4, "stride": 2, "padding": "same"},
+    {"type": "batchnorm", "name": "bn"},
+    {"type": "maxpool", "name": "pool3", "pool": 3, "stride": 2, "padding": "valid"},
+    {"type": "gap", "name": "gap"},
+    {"type": "dropout", "name": "drop"},
+    {"type": "dense", "name": "fc", "units": 3},
+]
+
+
+@pytest.mark.parametrize("name, layers, which", [
+    ("strides and paddings", STRIDES_AND_PADDINGS, None),
+    ("variant 1", PRESETS["conv"], None),
+    ("variant 2", PRESETS["pool"], None),
+    ("AlexNet's first layers", PRESETS["alexnet"][:6], None),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_receptive_field_is_where_the_gradient_is_non_zero(name, layers, which):
+    check_receptive_fields(layers, which)  # exact: every window full, clipped at the borders
+
+
+def test_receptive_fields_of_the_book_models():
+    def fields(name):
+        rows = calc.receptive_fields(PRESETS[name])
+        return [(r["layer"], r["receptive field"], r["stride in pixels"]) for r in rows]
+
+    assert fields("conv") == [("input", 1, 1), ("conv1", 3, 1), ("conv2", 5, 1), ("conv3", 7, 1),
+                              ("conv4", 11, 1), ("conv5", 17, 1), ("conv6", 23, 1),
+                              ("conv7", 31, 1)]
+    assert fields("pool") == [("input", 1, 1), ("conv1", 3, 1), ("conv2", 5, 1), ("pool1", 6, 1),
+                              ("conv3", 8, 1), ("conv4", 12, 1), ("pool2", 13, 1),
+                              ("conv5", 19, 1), ("conv6", 25, 1), ("pool3", 26, 2),
+                              ("conv7", 42, 2)]
+    alexnet = calc.analyze(PRESETS["alexnet"]).table.set_index("layer")
+    assert list(alexnet.loc[["conv1", "pool1", "conv2", "pool2", "conv5", "pool3"], "rf"]) == [
+        11, 19, 51, 67, 163, 195]
+    assert list(alexnet.loc[["conv1", "pool1", "pool2", "pool3", "fc6"], "jump"]) == [
+        4, 8, 16, 32, 227]
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(architectures())
+def test_random_receptive_fields_agree_with_keras(layers):
+    spatial = [row["layer"] for row in calc.layer_rows(layers) if len(row["shape"]) == 3]
+    windowed = [spec for spec in layers if spec["type"] in ("conv", "maxpool")]
+    full = all(spec["padding"] == "valid" and spec["stride"] <= spec.get("kernel", spec.get("pool"))
+               for spec in windowed)  # no holes, no padding: every window is full
+    check_receptive_fields(layers, which=spatial[-1:], exact=full)
+
+
 # ------------------------------------------------------------------------------ bad input
 INPUT = {"type": "input", "name": "input", "shape": [32, 32, 3]}
 
@@ -648,7 +823,8 @@ def test_fallback_tables_carry_the_python_numbers(name):
     summary = calc.analyze(PRESETS[name])
     rows = [{c: td["data-value"] for td in tr.select("td[data-col]") for c in [td["data-col"]]}
             for tr in soup.select(".cnnbook-calc__fallback-perlayer tbody tr")]
-    assert rows == [{"output": r["output"], **{c: str(int(r[c])) for c in ("params", "activations", "macs")}}
+    columns = ("params", "activations", "macs", "rf", "jump")
+    assert rows == [{"output": r["output"], **{c: str(int(r[c])) for c in columns}}
                     for r in summary.table.to_dict("records")]
     shown = {td["data-total"]: int(td["data-value"]) for td in soup.select("[data-total]")}
     assert shown == {k: v for k, v in summary.totals.items() if k != "output"}

@@ -1,5 +1,5 @@
 """The explorer's export (files, offsets, sha256, weights, logits, samples, atomic and cached) and
-the chapter's helpers (feature maps, filters, receptive fields), on tiny runs of fixture images."""
+the chapter's helpers (feature maps, filters), on tiny runs of fixture images."""
 
 from __future__ import annotations
 
@@ -249,20 +249,6 @@ def test_feature_maps_are_the_layers_outputs(exported, name):
     filters = explore.first_layer_filters(model)
     assert filters.shape == (8, 3, 3, 3)
     np.testing.assert_array_equal(filters[5], np.asarray(model.weights[0])[..., 5])
-
-
-def test_receptive_fields_grow_layer_by_layer():
-    def fields(name):
-        rows = explore.receptive_fields(calc.from_keras(train.build_model(name)))
-        return [(r["layer"], r["receptive field"], r["stride in pixels"]) for r in rows]
-
-    assert fields("conv") == [("input", 1, 1), ("conv1", 3, 1), ("conv2", 5, 1), ("conv3", 7, 1),
-                              ("conv4", 11, 1), ("conv5", 17, 1), ("conv6", 23, 1),
-                              ("conv7", 31, 1)]
-    assert fields("pool") == [("input", 1, 1), ("conv1", 3, 1), ("conv2", 5, 1), ("pool1", 6, 1),
-                              ("conv3", 8, 1), ("conv4", 12, 1), ("pool2", 13, 1),
-                              ("conv5", 19, 1), ("conv6", 25, 1), ("pool3", 26, 2),
-                              ("conv7", 42, 2)]
 
 
 def test_initial_model_is_where_the_run_started(exported):

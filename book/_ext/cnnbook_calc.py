@@ -203,7 +203,7 @@ def model_fallback(preset: str) -> str:
     rows = []
     for i, r in enumerate(summary.table.to_dict("records")):
         cells = "".join(f'<td class="num" data-col="{c}" data-value="{int(r[c])}">{group(r[c])}</td>'
-                        for c in ("params", "activations", "macs"))
+                        for c in ("params", "activations", "macs", "rf", "jump"))
         rows.append(f'<tr data-layer-index="{i}"><th scope="row">{i} {_esc(r["layer"])}</th>'
                     f'<td data-col="output" data-value="{_esc(r["output"])}">{_esc(r["output"])}</td>'
                     f"{cells}</tr>")
@@ -211,9 +211,10 @@ def model_fallback(preset: str) -> str:
     foot = ('<tfoot><tr><th scope="row">Total</th>'
             f'<td data-col="output">{_esc(t["output"])}</td>'
             + "".join(f'<td class="num" data-col="{c}" data-value="{t[c]}">{group(t[c])}</td>'
-                      for c in ("params", "activations", "macs")) + "</tr></tfoot>")
+                      for c in ("params", "activations", "macs")) + "<td></td><td></td></tr></tfoot>")
     per_layer = _scroll(_table("Per layer, for one image",
-                               ["Layer", "Output", "Parameters", "Activations", "MACs"], rows,
+                               ["Layer", "Output", "Parameters", "Activations", "MACs",
+                                "Receptive field", "Jump"], rows,
                                "cnnbook-calc__fallback-perlayer", foot), "Per-layer results")
     labels = [("params", "Parameters (all, as Keras counts them)"), ("weights", "Weights"),
               ("biases", "Biases"),

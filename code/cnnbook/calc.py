@@ -20,6 +20,18 @@ training learns, and the moving mean and variance, which it does not (the ``non_
 column); Keras's ``count_params`` counts all four, and so does ``params``. ``dropout`` keeps the
 shape and has no parameters (``rate`` only matters to :func:`to_keras`).
 
+Each layer's receptive field (``rf``: how many input pixels along each side one of its units
+depends on) and jump (``jump``: how many input pixels apart two neighbouring units' windows are)
+follow the standard recurrence: a window of ``k`` with stride ``s`` (a convolution or a pooling)
+gives ``rf + (k - 1) x jump`` and ``jump x s``; normalization, dropout and a flatten (each of its
+values is one unit of the map before) change neither. A unit of a dense or global average pooling
+layer depends on the whole map before it: there ``rf`` and ``jump`` show the whole input (its
+longer side; in every model of the book the windows of the last map cover every pixel, which
+tests/test_calc.py checks with Keras's gradients). ``rf`` is not
+clipped to the image: near a border, or once it is larger than the image, part of the window is
+padding or outside. Where a stride is larger than its window, the layer skips pixels: the windows
+after it have holes, and ``rf`` is their span.
+
 Conventions: one multiply-accumulate (MAC) counts as 2 FLOPs; MACs count the convolutions and
 dense layers only (pooling comparisons, a global average's H x W x C additions, normalization,
 dropout, biases and ReLUs add well under 1 %). Activations count the values a layer stores: the
@@ -196,13 +208,14 @@ def _padding(value, where: str):
 def layer_rows(layers: list[dict], dtype: str = "float32") -> list[dict]:
     """One row per layer: output shape, weights, biases, non-trainable values (a batch
     normalization's moving mean and variance), parameters (all three, as Keras counts them),
-    activations, MACs and FLOPs per image."""
+    activations, MACs and FLOPs per image, receptive field and jump (see the module docstring)."""
     if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
         raise ValueError(f"Unknown dtype {dtype!r}; use one of {', '.join(DTYPE_BYTES)}.")
     size = DTYPE_BYTES[dtype]
     if not isinstance(layers, (list, tuple)) or not layers:
         raise ValueError("A model is a non-empty list of layer specs, starting with an input layer.")
     rows, shape = [], None
+    rf = jump = whole_input = 1  # the input's pixels: each sees itself, one pixel apart
     for index, raw in enumerate(layers):
         where = f"layer {index}"
         spec = _check_fields(raw, where)
@@ -218,6 +231,7 @@ def layer_rows(layers: list[dict], dtype: str = "float32") -> list[dict]:
                 raise ValueError(f"{where}: shape must be [height, width, channels] or [features], "
                                  f"got {dims!r}.")
             shape = tuple(_whole(d, f"{where}: shape") for d in dims)
+            whole_input = max(shape[:2])  # an image's longer side, or a flat input's length
         elif kind == "flatten":
             shape = (math.prod(shape),)  # exact: np.prod wraps around past 2**63
         elif kind == "dense":
@@ -228,6 +242,7 @@ def layer_rows(layers: list[dict], dtype: str = "float32") -> list[dict]:
             weights, biases = shape[0] * units, units if spec["bias"] else 0
             macs = shape[0] * units
             shape = (units,)
+            rf = jump = whole_input
         elif kind == "batchnorm":  # per channel: gamma, beta (trained), moving mean, variance
             weights = biases = shape[-1]
             frozen = 2 * shape[-1]
@@ -247,12 +262,14 @@ def layer_rows(layers: list[dict], dtype: str = "float32") -> list[dict]:
                 _whole(spec["size"], f"{where}: size")
             elif kind == "gap":
                 shape = (1, 1, c) if spec["keepdims"] else (c,)
+                rf = jump = whole_input
             else:
                 key = "kernel" if kind == "conv" else "pool"
                 k = _whole(spec[key], f"{where}: {key}")
                 s = _whole(spec["stride"] if spec["stride"] is not None else k, f"{where}: stride")
                 p = _padding(spec["padding"], where)
                 oh, ow = _window(h, k, s, p, where), _window(w, k, s, p, where)
+                rf, jump = rf + (k - 1) * jump, jump * s
                 if kind == "maxpool":
                     shape = (oh, ow, c)
                 else:
@@ -269,7 +286,8 @@ def layer_rows(layers: list[dict], dtype: str = "float32") -> list[dict]:
         rows.append({"layer": name, "type": kind, "output": _fmt(shape), "shape": shape,
                      "weights": weights, "biases": biases, "non_trainable": frozen,
                      "params": params, "activations": values, "macs": macs, "flops": 2 * macs,
-                     "activation_bytes": values * size, "param_bytes": params * size})
+                     "activation_bytes": values * size, "param_bytes": params * size,
+                     "rf": rf, "jump": jump})
     return rows
 
 
@@ -314,6 +332,18 @@ def analyze(layers: list[dict], dtype: str = "float32") -> Summary:
     totals = {c: int(table[c].sum()) for c in sums}
     totals["output"] = table["output"].iloc[-1]
     return Summary(table=table, totals=totals, dtype=dtype)
+
+
+def receptive_fields(layers: list[dict]) -> list[dict]:
+    """Each convolution's and pooling layer's receptive field and jump (and the input's), by name.
+
+    A row per layer: ``layer``, ``type``, ``output``, ``receptive field`` (input pixels along each
+    side that one unit depends on) and ``stride in pixels`` (the jump: input pixels between
+    neighbouring units), the ``rf`` and ``jump`` columns of :func:`layer_rows`.
+    """
+    return [{"layer": row["layer"], "type": row["type"], "output": row["output"],
+             "receptive field": row["rf"], "stride in pixels": row["jump"]}
+            for row in layer_rows(layers) if row["type"] in ("input", "conv", "maxpool")]
 
 
 # ----------------------------------------------------------------------------- training memory

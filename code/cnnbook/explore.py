@@ -136,26 +136,6 @@ def first_layer_filters(model: keras.Model) -> np.ndarray:
     raise ValueError(f"{model.name} has no convolution.")
 
 
-def receptive_fields(layers: list[dict]) -> list[dict]:
-    """How many input pixels each layer's unit looks at (its receptive field), layer by layer.
-
-    The standard recurrence: a window of ``k`` with stride ``s`` on a layer whose units are
-    ``jump`` input pixels apart and see ``size`` pixels each sees ``size + (k - 1) * jump``.
-    """
-    rows, size, jump = [], 1, 1
-    shapes = [row["shape"] for row in _calc.layer_rows(layers)]
-    for spec, shape in zip(layers, shapes):
-        if spec["type"] in ("conv", "maxpool"):
-            k = spec["kernel"] if spec["type"] == "conv" else spec["pool"]
-            stride = spec.get("stride") or k
-            size, jump = size + (k - 1) * jump, jump * stride
-        if spec["type"] in ("input", "conv", "maxpool"):
-            rows.append({"layer": spec["name"], "type": spec["type"],
-                         "output": "x".join(map(str, shape)),
-                         "receptive field": size, "stride in pixels": jump})
-    return rows
-
-
 def initial_model(result: _train.RunResult) -> keras.Model:
     """The run's model as training started it: built after seeding Keras with the run's seed.
 

@@ -8,6 +8,8 @@
  * (book/_ext/cnnbook_calc.py). Errors are CalcError: the Python ValueError's message, plus the
  * layer index and field it is about, so a widget can show it next to that field.
  *
+ * Each row also has the layer's receptive field and jump (rf, jump: calc.py's module docstring).
+ *
  * The limits come from there too (CNNBOOK_CALC.limits, Python's constants): a whole number above
  * max_field (2^31 - 1) is "absurdly large"; a machine's clock and bandwidth, the efficiency, a
  * FLOP/s rate and the memory for largestBatch have Python's ranges. Together they keep every
@@ -221,6 +223,7 @@
         throw new CalcError("A model is a non-empty list of layer specs, starting with an input layer.", { layer: 0, field: "type" });
       }
       let shape = null;
+      let rf = 1n, jump = 1n, wholeInput = 1n;  // the input's pixels: each sees itself, one pixel apart
       layers.forEach((raw, index) => {
         const spec = checkFields(raw, `layer ${index}`, index);
         const kind = spec.type;
@@ -237,6 +240,7 @@
             throw new CalcError(`${name}: shape must be [height, width, channels] or [features], got ${pyRepr(dims)}.`, at("shape"));
           }
           shape = dims.map((d, i) => whole(d, `${name}: shape`, at("shape", i)));
+          wholeInput = shape.length === 3 && shape[1] > shape[0] ? shape[1] : shape[0];  // the longer side
         } else if (kind === "flatten") {
           shape = [product(shape)];
         } else if (kind === "dense") {
@@ -249,6 +253,7 @@
           biases = spec.bias ? units : 0n;
           macs = shape[0] * units;
           shape = [units];
+          rf = jump = wholeInput;
         } else if (kind === "batchnorm") {  // per channel: gamma, beta (trained), moving mean, variance
           weights = biases = shape[shape.length - 1];
           frozen = 2n * shape[shape.length - 1];
@@ -266,6 +271,7 @@
             whole(spec.size, `${name}: size`, at("size"));
           } else if (kind === "gap") {
             shape = spec.keepdims ? [1n, 1n, c] : [c];
+            rf = jump = wholeInput;
           } else {
             const key = kind === "conv" ? "kernel" : "pool";
             const k = whole(spec[key], `${name}: ${key}`, at(key));
@@ -273,6 +279,8 @@
             const p = parsePadding(spec.padding, name, at("padding"));
             const oh = windowLength(h, k, s, p, name, at(key));
             const ow = windowLength(w, k, s, p, name, at(key));
+            rf += (k - 1n) * jump;
+            jump *= s;
             if (kind === "maxpool") {
               shape = [oh, ow, c];
             } else {
@@ -293,7 +301,7 @@
         rows.push({
           layer: lname, type: kind, output: fmt(shape), shape: shape.slice(),
           weights, biases, non_trainable: frozen, params, activations: values, macs, flops: 2n * macs,
-          activation_bytes: values * size, param_bytes: params * size,
+          activation_bytes: values * size, param_bytes: params * size, rf, jump,
         });
       });
       return { rows, error: null };

@@ -214,14 +214,16 @@
       const resultTable = h("table", { class: "cnnbook-calc__perlayer" },
         h("caption", { text: "Per layer, for one image" }),
         h("thead", {}, h("tr", {},
-          ["Layer", "Output", "Parameters", "Activations", "MACs"].map((t) => h("th", { scope: "col", text: t })))),
+          ["Layer", "Output", "Parameters", "Activations", "MACs", "Receptive field", "Jump"]
+            .map((t) => h("th", { scope: "col", text: t })))),
         this.tbody,
         h("tfoot", {}, h("tr", {},
           h("th", { scope: "row", text: "Total" }),
           h("td", { class: "cnnbook-calc__total-output", "data-label": "output" }),
           h("td", { class: "num", "data-label": "parameters" }, this.totals.params),
           h("td", { class: "num", "data-label": "activations" }, this.totals.activations),
-          h("td", { class: "num", "data-label": "MACs" }, this.totals.macs))));
+          h("td", { class: "num", "data-label": "MACs" }, this.totals.macs),
+          h("td", { class: "cnnbook-calc__unused" }), h("td", { class: "cnnbook-calc__unused" }))));
       root.append(
         h("section", { class: "cnnbook-calc__box", "aria-labelledby": titleId },
           h("p", { class: "cnnbook-calc__title", id: titleId, text: "Model calculator" }),
@@ -318,7 +320,9 @@
           h("td", { "data-col": "output", "data-label": "output" }),
           h("td", { "data-col": "params", "data-label": "parameters", class: "num" }),
           h("td", { "data-col": "activations", "data-label": "activations", class: "num" }),
-          h("td", { "data-col": "macs", "data-label": "MACs", class: "num" }));
+          h("td", { "data-col": "macs", "data-label": "MACs", class: "num" }),
+          h("td", { "data-col": "rf", "data-label": "receptive field", class: "num" }),
+          h("td", { "data-col": "jump", "data-label": "jump", class: "num" }));
         this.tbody.append(tr);
         this.rowNodes.push(tr);
       };
@@ -449,7 +453,7 @@
       }
       this.rowNodes.forEach((tr, i) => {
         const r = rows[i];
-        for (const col of ["output", "params", "activations", "macs"]) {
+        for (const col of ["output", "params", "activations", "macs", "rf", "jump"]) {
           const td = tr.querySelector(`td[data-col="${col}"]`);
           if (!r) setValue(td, null, DASH);
           else if (col === "output") setValue(td, r.output, r.output);
