@@ -321,10 +321,12 @@ FIGURES = {
     "comparison": ["fig-comparison-curves"],
     "inside": ["fig-inside-filters", "fig-inside-maps-conv", "fig-inside-maps-pool"],
     "assignment_results": ["fig-assignment-val-accuracy"],
+    "beating": ["fig-beating-augment", "fig-beating-curves"],
     "benchmarks": ["fig-bench-throughput", "fig-bench-epoch-seconds", "fig-bench-build-times"],
 }
 PHOTOS = {"fig-data-samples", "fig-conv-misclassified", "fig-pool-misclassified",
-          "fig-inside-filters", "fig-inside-maps-conv", "fig-inside-maps-pool"}
+          "fig-inside-filters", "fig-inside-maps-conv", "fig-inside-maps-pool",
+          "fig-beating-augment"}
 
 
 def test_figures_are_numbered_captioned_and_referenced(built_book):

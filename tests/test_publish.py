@@ -328,7 +328,7 @@ def test_binder_installs_the_runtime_pins_and_the_package_only():
                  .splitlines()) if "==" in line)
     names = {line.split("==")[0] for line in binder if "==" in line}
     assert names == {"tensorflow-cpu", "keras", "numpy", "pandas", "pillow", "matplotlib",
-                     "filelock", "myst-nb"}
+                     "filelock", "ml_dtypes", "myst-nb"}
     for line in binder:
         if "==" in line:
             name, version = line.split("==")
