@@ -544,6 +544,21 @@ def never_good_enough():
                                          restore_best_weights=True)
 
 
+def test_early_stopping_that_does_not_stop_still_records_the_weights_it_restored(tiny):
+    """Keras restores the best epoch's weights at the end even when it never stopped: the run
+    says so, and its test metrics are that epoch's."""
+    args = {**tiny, "epochs": 3}
+    keep_first = keras.callbacks.EarlyStopping(monitor="loss", mode="max", patience=5,
+                                               restore_best_weights=True)  # epoch 1: highest loss
+    run = train.train("conv", **args, callbacks=[keep_first])
+    assert run.epochs == 3 and "stopped_early" not in run.provenance
+    assert run.history["loss"][0] == max(run.history["loss"])
+    assert run.provenance["restored_epoch"] == 1
+    assert run.test_accuracy == pytest.approx(run.history["val_accuracy"][0], abs=1e-6)
+    assert "3 epochs, weights of epoch 1 restored by EarlyStopping, seed 0" in run.describe()
+    assert report.provenance(run).data["value"]["epochs"] == "3 (weights of epoch 1 restored)"
+
+
 def test_early_stopping_is_a_run_of_its_own_that_records_where_it_stopped(tiny):
     args = {**tiny, "epochs": 3}
     settings = {k: v for k, v in args.items() if k != "verbose"}

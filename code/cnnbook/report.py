@@ -114,7 +114,9 @@ def provenance(result: _train.RunResult):
         "profile": p["profile"],
         "data source": p["data_source"],
         "images (train / test)": f"{p['train_images']:,} / {p['test_images']:,}",
-        "epochs": str(result.epochs) if not p.get("stopped_early") else
+        "epochs": (str(result.epochs) + (f" (weights of epoch {p['restored_epoch']} restored)"
+                                         if p.get("restored_epoch") else ""))
+        if not p.get("stopped_early") else
         f"{result.epochs} of {result.config['epochs']} (stopped early by "
         f"{' and '.join(p['stopped_early']['by'])})",
         "seed": str(p["seed"]),

@@ -186,7 +186,10 @@ class RunResult:
         precision = self.config.get("precision", DEFAULT_PRECISION)
         in_precision = "" if precision == DEFAULT_PRECISION else f" in {precision}"
         stop = p.get("stopped_early")
-        epochs = (f"{self.epochs} epoch{'s' * (self.epochs != 1)}" if not stop else
+        kept = p.get("restored_epoch")
+        epochs = (f"{self.epochs} epoch{'s' * (self.epochs != 1)}"
+                  + (f", weights of epoch {kept} restored by EarlyStopping" if kept else "")
+                  if not stop else
                   f"stopped early by {' and '.join(stop['by'])} after {self.epochs} of "
                   f"{self.config['epochs']} epochs"
                   + (f", weights of epoch {stop['restored_epoch']} restored"
@@ -410,6 +413,10 @@ def _train_now(config: dict, final: Path, work: Path, *, data_source, cache_dir,
     test_loss, test_accuracy = model.evaluate(test_data, verbose=0)
 
     rows = checkpoint.rows
+    # Keras's EarlyStopping(restore_best_weights=True) puts the best epoch's weights back when
+    # training ends, whether it stopped early or not: the run records which epoch it kept.
+    restored = [c.best_epoch + 1 for c in callbacks or [] if _is_keras(c, ("EarlyStopping",))
+                and c.restore_best_weights and c.best_weights is not None]
     stopped_early = None
     if len(rows) != epochs:
         stoppers = [type(c).__name__ for c in callbacks or []
@@ -421,8 +428,6 @@ def _train_now(config: dict, final: Path, work: Path, *, data_source, cache_dir,
                 f"was stored; its checkpoint stays in {work}, and the next call resumes from "
                 "it. Pass only callbacks that watch, or stop with "
                 "keras.callbacks.EarlyStopping, which the run key records.")
-        restored = [c.best_epoch + 1 for c in callbacks if _is_keras(c, ("EarlyStopping",))
-                    and c.restore_best_weights and c.best_weights is not None]
         stopped_early = {"by": stoppers, "epochs_trained": len(rows),
                          "restored_epoch": restored[0] if restored else None}
     seconds = [row["epoch_seconds"] for row in rows]
@@ -437,6 +442,8 @@ def _train_now(config: dict, final: Path, work: Path, *, data_source, cache_dir,
         "wall_seconds": float(sum(seconds)) if first_epoch else wall,
         "resumed_from_epoch": first_epoch or None,  # epochs 0..first_epoch-1 came from a checkpoint
         **({"stopped_early": stopped_early} if stopped_early else {}),
+        **({"restored_epoch": restored[0]}  # all epochs trained, an earlier one's weights kept
+           if restored and not stopped_early and restored[0] != len(rows) else {}),
         "versions": {"python": platform.python_version(), "tensorflow": _tf_version(),
                      "keras": keras.__version__, "numpy": np.__version__},
         "hardware": hardware(),
