@@ -58,8 +58,8 @@ def page(book: Path, name: str) -> BeautifulSoup:
 def test_every_chapter_is_built_and_in_the_navigation(built_book):
     book, _, _ = built_book
     names = toc_files(book)
-    assert names[:9] == ["intro", "data", "conv_only", "max_pooling", "comparison", "inside",
-                         "assignment_results", "alexnet", "i3_time"]
+    assert names[:10] == ["intro", "data", "conv_only", "max_pooling", "comparison", "inside",
+                          "assignment_results", "beating", "alexnet", "i3_time"]
     nav = page(book, "intro").select_one("nav.bd-links")
     linked = {a["href"].split("#")[0] for a in nav.find_all("a", href=True)}
     for name in names[1:]:
@@ -85,6 +85,61 @@ def test_pages_hold_executed_outputs(built_book):
     assert data.select("div.cell_output img") and "total" in data.get_text()
 
 
+def test_beating_the_assignment_keeps_the_budget_and_reports_its_own_runs(built_book):
+    """The new chapter's model is within the assignment's budget (variant 2's parameters, variant
+    1's MACs, both from Keras and the calculator); its table shows the cached runs' own numbers;
+    its verdicts follow them, and a quick build says it cannot judge the full-profile goal."""
+    from cnnbook import calc, models, train
+
+    book, env, _ = built_book
+    soup = page(book, "beating")
+    text = " ".join(soup.select_one("main").get_text(" ").split())
+    size = {name: (models.build_model(name).count_params(),
+                   calc.analyze(calc.from_keras(models.build_model(name))).totals["macs"])
+            for name in models.MODELS}
+    assert size["bn_aug"][0] == size["bn"][0] <= size["pool"][0]
+    assert size["bn_aug"][1] == size["bn"][1] <= size["conv"][1]
+    assert "Both figures are inside the budget." in text
+    assert f"at most {size['pool'][0]:,} parameters and {size['conv'][1]:,} MACs per image" in text
+    runs = {name: train.train(name, "quick", data_source=env.get("CNNBOOK_DATA"),
+                              cache_dir=env["CNNBOOK_CACHE"], verbose=0) for name in size}
+    assert all(run.from_cache for run in runs.values())  # the build's runs, not new ones
+    table = next(t for t in soup.select("main table") if "test accuracy" in t.get_text())
+    header = [th.get_text(" ", strip=True) for th in table.select("thead th")][1:]
+    rows = {tr.select_one("th").get_text(" ", strip=True):
+            dict(zip(header, (td.get_text(strip=True) for td in tr.select("td"))))
+            for tr in table.select("tbody tr")}
+    assert list(rows) == [models.TITLES[name] for name in ("conv", "pool", "bn", "bn_aug")]
+    for name, run in runs.items():
+        row = rows[models.TITLES[name]]
+        assert row["parameters"] == f"{size[name][0]:,}" and row["MACs per image"] == f"{size[name][1]:,}"
+        assert float(row["test accuracy"]) == round(run.test_accuracy, 4)
+        gap = run.history["accuracy"][-1] - run.history["val_accuracy"][-1]
+        assert float(row["gap (points)"]) == round(100 * gap, 1)
+    new, old = runs["bn_aug"].test_accuracy, max(runs["conv"].test_accuracy,
+                                                 runs["pool"].test_accuracy)
+    assert f"reached a test accuracy of {new:.4f}" in text
+    assert ("points above the better of the assignment's models" in text) == (new > old)
+    assert ("in this build it did not beat the assignment" in text) == (new <= old)
+    assert "this preview cannot say whether it is met" in text  # a quick build
+    # the fair gap: the trained networks scored on the clean training images
+    from cnnbook import data, report
+
+    quick = train.get_profile("quick")
+    (x, y), _ = data.load_cifar10(env.get("CNNBOOK_DATA"), train_per_class=quick.train_per_class,
+                                  test_per_class=quick.test_per_class,
+                                  cache_dir=env["CNNBOOK_CACHE"])
+    clean = {name: float(np.mean(report.predictions(runs[name], x) == y.ravel()))
+             for name in ("bn", "bn_aug")}
+    for name in clean:
+        assert f"{clean[name]:.1%} of its training images" in text or \
+            f"on {clean[name]:.1%} and {runs[name].test_accuracy:.1%}" in text
+    shrank = (clean["bn_aug"] - runs["bn_aug"].test_accuracy
+              < clean["bn"] - runs["bn"].test_accuracy)
+    assert ("augmentation and dropout shrank the gap" in text) == shrank
+    assert ("augmentation and dropout did not shrink the gap" in text) == (not shrank)
+
+
 def test_no_tracebacks_or_log_noise_in_any_page(built_book):
     book, _, _ = built_book
     for name in toc_files(book):
@@ -97,7 +152,7 @@ def test_no_tracebacks_or_log_noise_in_any_page(built_book):
 
 def test_training_results_show_their_provenance(built_book):
     book, _, _ = built_book
-    for name in ("conv_only", "max_pooling", "comparison", "assignment_results"):
+    for name in ("conv_only", "max_pooling", "comparison", "assignment_results", "beating"):
         text = page(book, name).get_text(" ")
         assert "profile quick" in text
         assert "trained now" in text or "loaded from the run cache" in text

@@ -99,7 +99,7 @@ TITLES = {
     "conv": "Variant 1: only convolutions",
     "pool": "Variant 2: convolutions + max pooling",
     "bn": "Batch normalization + global average pooling",
-    "bn_aug": "Batch normalization + global average pooling + augmentation",
+    "bn_aug": "Batch normalization + global average pooling + augmentation and dropout",
 }
 
 
