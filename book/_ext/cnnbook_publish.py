@@ -591,8 +591,10 @@ def profile_cell(book: Path, notebook) -> nbformat.NotebookNode:
     for name in order:
         lines.append(f"#   {name}: {PROFILES[name].description}")
     if models:
-        # Only the assignment's models have a benchmark and a Colab run to estimate times from.
-        timed = [m for m in models if m in report.ASSIGNMENT]
+        # A model's times need its benchmark figures and the assignment's Colab run (the GPU).
+        bench = json.loads((book / "_static" / "bench" / "latest.json").read_text())
+        timed = [m for m in models
+                 if m in bench["training"]["models"] and m in report.ASSIGNMENT]
         untimed = [m for m in models if m not in timed]
         what = " and ".join(TITLES.get(m, m) for m in models)
         text = (f"This chapter trains {what} ({', '.join(models)}), unless the run cache "
